@@ -1,0 +1,236 @@
+//! Command line: two subcommands sharing the load options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  # 64 connections increment one counter actor for 10 s after a 1 s warmup
+  loadgen action --endpoint http://127.0.0.1:6420 --actor counter --key bench \\
+      --action increment --args '[1]' --connections 64 --duration 10s --warmup 1s
+
+  # the same through a base path, with a two-part key [\"tenant\", \"a/b\"]
+  loadgen action --endpoint http://127.0.0.1:3000/api/rivet --actor counter \\
+      --key-part tenant --key-part a/b --action increment --args '[1]'
+
+  # nginx `return 200` for comparison, stop after 100000 requests, keep the results
+  loadgen raw --url http://127.0.0.1:8080/ --connections 64 --requests 100000 \\
+      --json out.json --hgrm out.hgrm
+
+  # two executors (threads) on CPUs 1-2, 4 requests in flight per connection
+  taskset -c 1,2 loadgen raw --url http://127.0.0.1:8080/ --threads 2 --pipeline 4
+
+Durations: 500ms, 10s, 1m, 1m30s, 1.5s (units: us, ms, s, m, h).
+
+Counting: `requests` = `ok` (2xx) + request errors (non-2xx status, timeout, reset, closed,
+parse, io). Connect failures are errors too but not requests. With --requests N exactly N
+measured requests are sent in total, unless --duration ends the run first. Requests still in
+flight at the deadline are abandoned and not counted; warmup requests are never counted.
+Latency runs from writing a request (a pipelined batch) to reading its whole response, and
+covers 2xx responses only. Throughput = requests / measured duration.
+
+Exit status: 0 when the run completed (even with errors), 1 for setup errors (bad URL,
+unreachable endpoint, actor resolution failed), 2 for command-line errors.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Closed-loop HTTP/1.1 load generator for Pinion (and the servers it is compared with)",
+    after_help = EXAMPLES
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Resolve a RivetKit actor (PUT /actors) and load one of its actions over HTTP.
+    #[command(after_help = EXAMPLES)]
+    Action(ActionArgs),
+    /// Load any URL with a fixed request.
+    #[command(after_help = EXAMPLES)]
+    Raw(RawArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ActionArgs {
+    /// RivetKit endpoint; a path in it is a base path for every request.
+    #[arg(long, default_value = "http://127.0.0.1:6420")]
+    pub(crate) endpoint: String,
+    /// Namespace for the manager API (`?namespace=`).
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Actor name (the registry's actor type).
+    #[arg(long)]
+    pub(crate) actor: String,
+    /// Actor key with one part, like getOrCreate("bench"). No key at all is the empty key.
+    #[arg(long, conflicts_with = "key_part")]
+    pub(crate) key: Option<String>,
+    /// One part of a multi-part key; repeat in order.
+    #[arg(long = "key-part", value_name = "PART")]
+    pub(crate) key_part: Vec<String>,
+    /// Action name.
+    #[arg(long)]
+    pub(crate) action: String,
+    /// Action arguments as a JSON array.
+    #[arg(long, default_value = "[]")]
+    pub(crate) args: String,
+    /// Connection params, sent as the `x-rivet-conn-params` header (JSON text).
+    #[arg(long, value_name = "JSON")]
+    pub(crate) conn_params: Option<String>,
+    /// Extra header `name: value` on every request; repeatable.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+    #[command(flatten)]
+    pub(crate) load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RawArgs {
+    /// Target URL (http only).
+    #[arg(long)]
+    pub(crate) url: String,
+    /// Request method.
+    #[arg(long, default_value = "GET", value_parser = parse_method)]
+    pub(crate) method: String,
+    /// Request body (a content-length is added).
+    #[arg(long)]
+    pub(crate) body: Option<String>,
+    /// Extra header `name: value`; repeatable.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+    #[command(flatten)]
+    pub(crate) load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Keep-alive connections, spread over the threads.
+    #[arg(long, short = 'c', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) connections: u32,
+    /// Measured run time (after the warmup).
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Stop after this many measured requests in total (the duration still bounds the run).
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) requests: Option<u64>,
+    /// Load before measuring; excluded from every number but CPU time.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Executors (threads), each with its share of the connections (pinning is left to taskset).
+    #[arg(long, short = 't', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) threads: u32,
+    /// Requests written back to back per connection before reading their responses.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) pipeline: u32,
+    /// Longest wait for the responses to a request (or a pipelined batch).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// Longest wait for a TCP connection.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+    /// Write a JSON summary to this file.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the latency distribution (milliseconds) in HdrHistogram's .hgrm text format.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) hgrm: Option<PathBuf>,
+    /// Print nothing but errors (results still go to --json / --hgrm).
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+}
+
+/// Parses `500ms`, `10s`, `1m`, `1m30s`, `1.5s`, `100us`/`100µs`, `2h`. A unit is required.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        |why: &str| format!("invalid duration `{text}`: {why} (examples: 500ms, 10s, 1m, 1m30s)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let value: f64 = number.parse().map_err(|_| bad("expected a number"))?;
+        let seconds_per_unit = match unit.trim() {
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(bad("missing unit")),
+            _ => return Err(bad("unknown unit")),
+        };
+        let seconds = value * seconds_per_unit;
+        if !seconds.is_finite() || seconds > 1e9 {
+            return Err(bad("too long"));
+        }
+        total += Duration::from_secs_f64(seconds);
+        rest = after;
+    }
+    Ok(total)
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once(':').ok_or("expected `name: value`")?;
+    let name = name.trim();
+    let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    if !valid_name || value.contains(['\r', '\n']) {
+        return Err(format!("invalid header `{text}`"));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
+}
+
+fn parse_method(text: &str) -> Result<String, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(format!("invalid method `{text}`"));
+    }
+    Ok(text.to_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("10s"), Ok(ms(10_000)));
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("1m"), Ok(ms(60_000)));
+        assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1_500)));
+        assert_eq!(parse_duration("2h"), Ok(ms(7_200_000)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("250µs"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
+        for bad in ["", "10", "s", "10x", "1..5s", "-1s", "10 s s", "1e3s"] {
+            assert!(parse_duration(bad).is_err(), "`{bad}` should be rejected");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(parse_header("X-A:  b c "), Ok(("X-A".into(), "b c".into())));
+        assert!(parse_header("nocolon").is_err());
+        assert!(parse_header(": v").is_err());
+        assert!(parse_header("a b: v").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

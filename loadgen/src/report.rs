@@ -1,0 +1,398 @@
+//! Results: merging executors, the text summary, the JSON summary and the .hgrm file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::rivet::json_string;
+use crate::shard::{ErrorKind, LATENCY_NS_MAX, ShardReport};
+
+/// CPU time of the whole process (all threads), from `getrusage(RUSAGE_SELF)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CpuTime {
+    pub(crate) user: Duration,
+    pub(crate) system: Duration,
+}
+
+impl CpuTime {
+    pub(crate) fn now() -> CpuTime {
+        // SAFETY: `rusage` is plain old data, so all-zero bytes are a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid, writable `rusage` that outlives the call.
+        let result = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        if result != 0 {
+            return CpuTime {
+                user: Duration::ZERO,
+                system: Duration::ZERO,
+            };
+        }
+        let to_duration = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        CpuTime {
+            user: to_duration(usage.ru_utime),
+            system: to_duration(usage.ru_stime),
+        }
+    }
+
+    pub(crate) fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// What the run was, for the report header.
+#[derive(Debug, Clone)]
+pub(crate) struct RunInfo {
+    pub(crate) mode: &'static str,
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) connections: u32,
+    pub(crate) threads: u32,
+    pub(crate) pipeline: u32,
+    pub(crate) duration_limit: Duration,
+    pub(crate) requests_limit: Option<u64>,
+    pub(crate) warmup: Duration,
+    pub(crate) actor_id: Option<String>,
+}
+
+/// Everything measured, merged over executors.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    pub(crate) requests: u64,
+    pub(crate) ok: u64,
+    pub(crate) errors: BTreeMap<ErrorKind, u64>,
+    pub(crate) histogram: Histogram<u64>,
+    pub(crate) connects: u64,
+    /// Measured window: end of warmup to the deadline or the last response.
+    pub(crate) elapsed: Duration,
+    pub(crate) cpu: CpuTime,
+    /// Wall time over which `cpu` was spent (warmup and setup included).
+    pub(crate) wall: Duration,
+}
+
+impl Summary {
+    pub(crate) fn merge(
+        reports: Vec<ShardReport>,
+        measure_start: Instant,
+        cpu: CpuTime,
+        wall: Duration,
+    ) -> Summary {
+        let mut histogram = Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+            .expect("static histogram bounds are valid");
+        let mut summary = Summary {
+            requests: 0,
+            ok: 0,
+            errors: BTreeMap::new(),
+            histogram: histogram.clone(),
+            connects: 0,
+            elapsed: Duration::ZERO,
+            cpu,
+            wall,
+        };
+        let mut end = measure_start;
+        for report in reports {
+            summary.requests += report.requests;
+            summary.ok += report.ok;
+            summary.connects += report.connects;
+            for (kind, count) in report.errors {
+                *summary.errors.entry(kind).or_default() += count;
+            }
+            histogram
+                .add(&report.histogram)
+                .expect("histograms share their bounds");
+            end = end.max(report.end);
+        }
+        summary.histogram = histogram;
+        summary.elapsed = end.saturating_duration_since(measure_start);
+        summary
+    }
+
+    pub(crate) fn error_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub(crate) fn throughput(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.requests as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// CPU time as a share of one core over the wall time, in percent.
+    pub(crate) fn cpu_percent(&self) -> f64 {
+        let wall = self.wall.as_secs_f64();
+        let cpu = (self.cpu.user + self.cpu.system).as_secs_f64();
+        if wall > 0.0 { 100.0 * cpu / wall } else { 0.0 }
+    }
+
+    /// Latency in microseconds at `quantile`; 0 without successful responses.
+    pub(crate) fn latency_us(&self, quantile: f64) -> f64 {
+        if self.histogram.is_empty() {
+            return 0.0;
+        }
+        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn max_us(&self) -> f64 {
+        if self.histogram.is_empty() {
+            0.0
+        } else {
+            self.histogram.max() as f64 / 1000.0
+        }
+    }
+}
+
+const QUANTILES: [(&str, &str, f64); 4] = [
+    ("p50", "p50", 0.5),
+    ("p90", "p90", 0.9),
+    ("p99", "p99", 0.99),
+    ("p99.9", "p999", 0.999),
+];
+
+/// The human-readable report (stable format: one `key:` per line, fixed order).
+pub(crate) fn text(info: &RunInfo, summary: &Summary) -> String {
+    let mut out = String::new();
+    let limit = match info.requests_limit {
+        Some(n) => format!("{} or {n} requests", seconds(info.duration_limit)),
+        None => seconds(info.duration_limit),
+    };
+    let _ = writeln!(out, "target:      {} {}", info.method, info.url);
+    if let Some(id) = &info.actor_id {
+        let _ = writeln!(out, "actor:       {id}");
+    }
+    let _ = writeln!(
+        out,
+        "load:        {} connections, {} thread(s), pipeline {}, {limit}, warmup {}",
+        info.connections,
+        info.threads,
+        info.pipeline,
+        seconds(info.warmup)
+    );
+    let _ = writeln!(
+        out,
+        "requests:    {} ({} ok, {} errors)",
+        summary.requests,
+        summary.ok,
+        summary.error_total()
+    );
+    if !summary.errors.is_empty() {
+        let kinds: Vec<String> = summary
+            .errors
+            .iter()
+            .map(|(kind, count)| format!("{}={count}", kind.name()))
+            .collect();
+        let _ = writeln!(out, "errors:      {}", kinds.join(" "));
+    }
+    let _ = writeln!(out, "duration:    {:.3} s", summary.elapsed.as_secs_f64());
+    let _ = writeln!(out, "throughput:  {:.1} req/s", summary.throughput());
+    let mut latency = String::new();
+    for (label, _, quantile) in QUANTILES {
+        let _ = write!(latency, "{label}={:.1} ", summary.latency_us(quantile));
+    }
+    let _ = writeln!(
+        out,
+        "latency_us:  {latency}max={:.1} (n={})",
+        summary.max_us(),
+        summary.histogram.len()
+    );
+    let _ = writeln!(
+        out,
+        "cpu:         user={:.3} s sys={:.3} s util={:.1} % of one core over {:.3} s wall",
+        summary.cpu.user.as_secs_f64(),
+        summary.cpu.system.as_secs_f64(),
+        summary.cpu_percent(),
+        summary.wall.as_secs_f64()
+    );
+    let _ = writeln!(out, "connections: {} opened", summary.connects);
+    out
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{}s", trim_float(duration.as_secs_f64()))
+}
+
+fn trim_float(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The JSON summary. Latencies in microseconds, times in seconds.
+pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
+    let number = |value: f64| {
+        if value.is_finite() {
+            format!("{value:.3}")
+        } else {
+            "null".to_string()
+        }
+    };
+    let mut errors = String::new();
+    for (index, (kind, count)) in summary.errors.iter().enumerate() {
+        let separator = if index == 0 { "" } else { ", " };
+        let _ = write!(errors, "{separator}{}: {count}", json_string(&kind.name()));
+    }
+    let mut latency = String::new();
+    for (_, key, quantile) in QUANTILES {
+        let _ = write!(
+            latency,
+            "\"{key}\": {}, ",
+            number(summary.latency_us(quantile))
+        );
+    }
+    let mean_us = if summary.histogram.is_empty() {
+        0.0
+    } else {
+        summary.histogram.mean() / 1000.0
+    };
+    let stdev_us = if summary.histogram.is_empty() {
+        0.0
+    } else {
+        summary.histogram.stdev() / 1000.0
+    };
+    let optional = |value: Option<String>| value.unwrap_or_else(|| "null".to_string());
+    format!(
+        r#"{{
+  "mode": {mode},
+  "method": {method},
+  "url": {url},
+  "actor_id": {actor_id},
+  "connections": {connections},
+  "threads": {threads},
+  "pipeline": {pipeline},
+  "duration_limit_s": {duration_limit},
+  "requests_limit": {requests_limit},
+  "warmup_s": {warmup},
+  "requests": {requests},
+  "ok": {ok},
+  "errors": {error_total},
+  "errors_by_kind": {{{errors}}},
+  "duration_s": {elapsed},
+  "throughput_rps": {throughput},
+  "latency_us": {{{latency}"max": {max}, "mean": {mean}, "stdev": {stdev}, "count": {count}}},
+  "cpu": {{"user_s": {user}, "sys_s": {sys}, "wall_s": {wall}, "util_percent": {util}}},
+  "connections_opened": {connects}
+}}
+"#,
+        mode = json_string(info.mode),
+        method = json_string(&info.method),
+        url = json_string(&info.url),
+        actor_id = optional(info.actor_id.as_deref().map(json_string)),
+        connections = info.connections,
+        threads = info.threads,
+        pipeline = info.pipeline,
+        duration_limit = number(info.duration_limit.as_secs_f64()),
+        requests_limit = optional(info.requests_limit.map(|n| n.to_string())),
+        warmup = number(info.warmup.as_secs_f64()),
+        requests = summary.requests,
+        ok = summary.ok,
+        error_total = summary.error_total(),
+        elapsed = number(summary.elapsed.as_secs_f64()),
+        throughput = number(summary.throughput()),
+        max = number(summary.max_us()),
+        mean = number(mean_us),
+        stdev = number(stdev_us),
+        count = summary.histogram.len(),
+        user = number(summary.cpu.user.as_secs_f64()),
+        sys = number(summary.cpu.system.as_secs_f64()),
+        wall = number(summary.wall.as_secs_f64()),
+        util = number(summary.cpu_percent()),
+        connects = summary.connects,
+    )
+}
+
+/// The classic HdrHistogram percentile distribution (`outputPercentileDistribution` with 5
+/// ticks per half distance), values in milliseconds as the HdrHistogram plotter expects.
+pub(crate) fn hgrm(histogram: &Histogram<u64>) -> String {
+    const NANOS_PER_MS: f64 = 1_000_000.0;
+    let digits = usize::from(histogram.sigfig());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    if !histogram.is_empty() {
+        for value in histogram.iter_quantiles(5) {
+            total += value.count_since_last_iteration();
+            let ms = value.value_iterated_to() as f64 / NANOS_PER_MS;
+            let quantile = value.quantile_iterated_to();
+            if quantile < 1.0 {
+                let _ = writeln!(
+                    out,
+                    "{ms:>12.digits$} {quantile:>2.12} {total:>10} {:>14.2}",
+                    1.0 / (1.0 - quantile)
+                );
+            } else {
+                let _ = writeln!(out, "{ms:>12.digits$} {quantile:>2.12} {total:>10}");
+            }
+        }
+    }
+    let (mean, stdev, max) = if histogram.is_empty() {
+        (0.0, 0.0, 0.0)
+    } else {
+        (
+            histogram.mean() / NANOS_PER_MS,
+            histogram.stdev() / NANOS_PER_MS,
+            histogram.max() as f64 / NANOS_PER_MS,
+        )
+    };
+    let sub_buckets = (2 * 10u64.pow(u32::from(histogram.sigfig()))).next_power_of_two();
+    let _ = writeln!(
+        out,
+        "#[Mean    = {mean:>12.digits$}, StdDeviation   = {stdev:>12.digits$}]"
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {max:>12.digits$}, Total count    = {:>12}]",
+        histogram.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:>12}, SubBuckets     = {sub_buckets:>12}]",
+        histogram.buckets()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hgrm_shape() {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).unwrap();
+        for micros in 1..=1000u64 {
+            histogram.record(micros * 1000).unwrap();
+        }
+        let text = hgrm(&histogram);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "       Value     Percentile TotalCount 1/(1-Percentile)"
+        );
+        assert_eq!(lines[1], "");
+        assert!(
+            lines[2].starts_with("       0.001 0.000000000000          1           1.00"),
+            "{}",
+            lines[2]
+        );
+        let last_value = lines.iter().rfind(|l| !l.starts_with('#')).unwrap();
+        assert!(
+            last_value.contains(" 1.000000000000       1000"),
+            "{last_value}"
+        );
+        assert!(
+            text.contains("#[Max     =        1.000, Total count    =         1000]"),
+            "{text}"
+        );
+        assert!(text.ends_with("SubBuckets     =         2048]\n"), "{text}");
+    }
+}

@@ -1,0 +1,14 @@
+//! `pinion-net`: Pinion's own network protocol stack.
+//!
+//! * [`http`]: an incremental, zero-copy HTTP/1.1 request parser with a named limit on every size,
+//!   chunked body decoding, and a response writer that appends to a per-connection buffer.
+//! * [`server`]: the per-connection loop (keep-alive, pipelining answered in order,
+//!   `Expect: 100-continue`, protocol errors answered with 400/413/414/431 and a clean close).
+//! * [`listener`]: SO_REUSEPORT listeners, one per shard, on the same address.
+//!
+//! Architecture invariant: this crate knows nothing of actors, shards or RivetKit. It hands parsed
+//! requests to a [`server::Handler`] and writes what the handler produced.
+
+pub mod http;
+pub mod listener;
+pub mod server;

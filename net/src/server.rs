@@ -1,0 +1,560 @@
+//! The per-connection loop: read, parse, dispatch to a [`Handler`], batch responses, repeat.
+//!
+//! # Buffers
+//!
+//! Each connection owns one read buffer and one output `Vec`, both reused for every request.
+//! The read buffer starts at [`READ_BUF_INITIAL`] bytes and grows only when a request needs it,
+//! up to `header_bytes_max + body_bytes_max` plus the chunked framing and read slack; after a
+//! large request it shrinks back once it is empty, so idle keep-alive connections stay small.
+//! Requests borrow the read buffer (zero-copy); the body is handed to the handler as a mutable
+//! slice of it, de-chunked in place when it was chunked.
+//!
+//! # Flow of one request
+//!
+//! 1. Wait until [`find_head_end`] sees a complete head. While waiting, the bytes received so
+//!    far are validated with [`parse_head`] each time their length doubles (and always once the
+//!    head limit is passed), so garbage and over-long heads are rejected early while a peer that
+//!    dribbles one byte per read still costs linear, not quadratic, parsing work.
+//! 2. Split the buffer at the end of the head and parse the head from the left half. When the
+//!    body is already in the right half (the common case for small RPC requests), the handler
+//!    runs right away on that single parse.
+//! 3. Otherwise remember the framing, answer `Expect: 100-continue`, read (and de-chunk) until
+//!    the body is complete, then parse the unchanged head bytes once more and run the handler.
+//!    The second parse is the price of not holding a borrow of the buffer across reads.
+//!
+//! Responses are appended to the output buffer and written with one `write` whenever the loop is
+//! about to wait for the peer (no complete request left in the buffer), before an interim
+//! `100 Continue`, or when more than [`OUT_FLUSH_BYTES_MAX`] bytes are pending. Pipelined
+//! requests are therefore answered in order and in as few syscalls as possible.
+//!
+//! # Errors and closing
+//!
+//! A protocol error is answered with a short `text/plain` response carrying the status from
+//! [`crate::http::Error::status`] and `connection: close`. Then, as for every close the server
+//! initiates, the loop flushes, shuts down its write side, and drains (discards) what the peer
+//! still sends for up to [`LINGER_TIMEOUT`] or [`LINGER_BYTES_MAX`] bytes before dropping the
+//! socket: closing with unread data would make the kernel send a RST that can destroy the
+//! response before the client reads it.
+//!
+//! [`serve`] returns `Ok(())` for every ending that is not a socket error: the peer closing
+//! between requests, the peer closing mid-request (the partial request is dropped silently),
+//! protocol errors and handler-requested closes. Socket errors are returned as `Err`.
+//!
+//! The loop has no idle or header-read timeout of its own; callers that need one (against
+//! slow-loris peers) can set glommio's read timeout on the stream before calling [`serve`].
+//!
+//! # Handler shape
+//!
+//! [`Handler::handle`] returns `impl Future` so implementations can be plain `async fn`s. In
+//! edition 2024 the returned future captures every lifetime in the signature, so it may hold
+//! `req`, `body`, `res` and `self` across awaits; glommio is single-threaded, so no `Send` bound
+//! is required.
+
+use std::future::Future;
+use std::io;
+use std::mem;
+use std::net::Shutdown;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::http::{
+    BodyKind, CHUNK_LINE_BYTES_MAX, CONTINUE_RESPONSE, ChunkedDecoder, Dechunked, Error, Header,
+    Limits, Progress, Request, Response, find_head_end, parse_head, reason_phrase, recycle_headers,
+};
+
+/// The size a connection's read buffer starts with (and shrinks back to): large enough for a
+/// typical request head and small JSON body in a single read.
+pub const READ_BUF_INITIAL: usize = 8 * 1024;
+
+/// The least free space the read buffer offers to a `read`; below it the buffer is compacted or
+/// grown first, so reads are never uselessly small.
+pub const READ_SPACE_MIN: usize = 4 * 1024;
+
+/// The output buffer is written out as soon as it holds more than this many bytes, even if more
+/// pipelined requests are buffered, so a peer cannot make the server accumulate responses.
+pub const OUT_FLUSH_BYTES_MAX: usize = 64 * 1024;
+
+/// The initial capacity of a connection's output buffer.
+pub const OUT_BUF_INITIAL: usize = 8 * 1024;
+
+/// After a flush, an output buffer whose capacity grew beyond this is shrunk back to
+/// [`OUT_BUF_INITIAL`], so one large response does not pin memory for the connection's lifetime.
+pub const OUT_RETAIN_BYTES_MAX: usize = 256 * 1024;
+
+/// When the server closes a connection, it discards at most this many further bytes from the
+/// peer while waiting for the peer to close (see the module docs).
+pub const LINGER_BYTES_MAX: usize = 256 * 1024;
+
+/// When the server closes a connection, it waits at most this long for the peer to close.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Application logic behind the connection loop.
+pub trait Handler {
+    /// Handles one complete request. `body` is the fully received, de-chunked body, borrowed
+    /// mutably from the connection's buffer so the handler can parse JSON in place (simd-json).
+    /// The handler answers through `res`; if it returns without sending, the loop answers 500.
+    fn handle(
+        &self,
+        req: &Request<'_>,
+        body: &mut [u8],
+        res: &mut Response<'_>,
+    ) -> impl Future<Output = ()>;
+}
+
+/// Serves one connection until the peer closes, a protocol error, or the handler asks to close.
+///
+/// Sets `TCP_NODELAY`, because responses are already batched per read and Nagle's algorithm
+/// would only add latency (notably after an interim `100 Continue`). See the module docs for
+/// the flow, the flushing policy and what is returned when.
+pub async fn serve<H: Handler>(stream: TcpStream, handler: &H, limits: &Limits) -> io::Result<()> {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
+    let mut conn = Conn {
+        stream,
+        rb: ReadBuf::new(limits),
+        out: Vec::with_capacity(OUT_BUF_INITIAL),
+    };
+    let mut headers: Vec<Header<'static>> = Vec::new();
+    loop {
+        match conn.next_request(handler, limits, &mut headers).await? {
+            Next::KeepAlive => {}
+            Next::Close => return conn.close().await,
+            Next::PeerClosed => return Ok(()),
+        }
+    }
+}
+
+/// What the loop does after one request.
+enum Next {
+    /// Wait for the next request on this connection.
+    KeepAlive,
+    /// Flush, shut down and linger: the server ends the connection.
+    Close,
+    /// The peer closed (between requests or mid-request); nothing more can be written usefully.
+    PeerClosed,
+}
+
+/// Where phase 2 left a request.
+enum Step {
+    /// The request was invalid; answer with this error and close.
+    Reject(Error),
+    /// The handler ran. `region_len` is the new length of everything after the head (decoded
+    /// body plus pipelined bytes), `body_len` the length of the body within it.
+    Done {
+        close: bool,
+        body_len: usize,
+        region_len: usize,
+    },
+    /// The head is valid but the body is still arriving.
+    Slow(Pending),
+}
+
+/// A request whose head is valid and whose body is still arriving.
+struct Pending {
+    head_len: usize,
+    body: BodyKind,
+    expect_continue: bool,
+    /// The chunked decoder with the progress made so far and the unconsumed length it left.
+    decoder: Option<(ChunkedDecoder, usize)>,
+}
+
+/// What one read produced.
+enum Fill {
+    /// Some bytes arrived.
+    Read,
+    /// The peer closed its write side.
+    Eof,
+    /// The buffer is at its cap and full, so the current request cannot fit.
+    Full,
+}
+
+/// One connection's socket and reusable buffers.
+struct Conn {
+    stream: TcpStream,
+    rb: ReadBuf,
+    out: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads, parses and answers one request (plus the bytes before it, such as a pipelined
+    /// request's predecessor's leftovers), and says how to go on.
+    async fn next_request<H: Handler>(
+        &mut self,
+        handler: &H,
+        limits: &Limits,
+        store: &mut Vec<Header<'static>>,
+    ) -> io::Result<Next> {
+        // Phase 1: a complete head in the buffer.
+        let mut scanned: usize = 0;
+        let mut validated: usize = 0;
+        let head_len = loop {
+            let data = self.rb.data();
+            if let Some(end) = find_head_end(data, scanned) {
+                break end;
+            }
+            scanned = data.len().saturating_sub(3);
+            if !data.is_empty()
+                && (data.len() >= validated.saturating_mul(2)
+                    || data.len() > limits.header_bytes_max)
+            {
+                validated = data.len();
+                let mut headers = recycle_headers(mem::take(store));
+                let checked = match parse_head(data, &mut headers, limits) {
+                    Ok(Progress::Complete(head)) => Ok(Some(head.len)),
+                    Ok(Progress::Partial) => Ok(None),
+                    Err(error) => Err(error),
+                };
+                *store = recycle_headers(headers);
+                match checked {
+                    Err(error) => return Ok(self.reject(error)),
+                    // Unreachable in practice (find_head_end would have seen it); phase 2
+                    // validates again, so following the parser is safe.
+                    Ok(Some(len)) => break len,
+                    Ok(None) => {}
+                }
+            }
+            let mid_request = !data.is_empty();
+            match self.fill(0).await? {
+                Fill::Read => {}
+                Fill::Eof if mid_request => {
+                    tracing::debug!("peer closed mid-request");
+                    return Ok(Next::PeerClosed);
+                }
+                Fill::Eof => return Ok(Next::PeerClosed),
+                Fill::Full => return Ok(self.reject(Error::HeaderFieldsTooLarge)),
+            }
+        };
+
+        // Phase 2: parse the head; dispatch at once when the body is already here.
+        let mut headers = recycle_headers(mem::take(store));
+        let (head_bytes, rest) = self.rb.data_mut().split_at_mut(head_len);
+        let rest_len = rest.len();
+        let parsed = parse_head(head_bytes, &mut headers, limits);
+        let step = match parsed {
+            Err(error) => Step::Reject(error),
+            // Impossible for bytes that end with the head's CRLF CRLF; still answered safely.
+            Ok(Progress::Partial) => Step::Reject(Error::BadRequest),
+            Ok(Progress::Complete(head)) => {
+                let ready = match head.body {
+                    BodyKind::None => Ok(Ok((0, rest_len))),
+                    BodyKind::Length(n) if rest_len >= n => Ok(Ok((n, rest_len))),
+                    BodyKind::Length(_) => Ok(Err(None)),
+                    BodyKind::Chunked => {
+                        let mut decoder = ChunkedDecoder::new(limits);
+                        match decoder.decode(rest) {
+                            Err(error) => Err(error),
+                            Ok(Dechunked::Complete { body_len, len }) => Ok(Ok((body_len, len))),
+                            Ok(Dechunked::Partial { len }) => Ok(Err(Some((decoder, len)))),
+                        }
+                    }
+                };
+                match ready {
+                    Err(error) => Step::Reject(error),
+                    Ok(Ok((body_len, region_len))) => {
+                        let close =
+                            dispatch(handler, &head.request, &mut rest[..body_len], &mut self.out)
+                                .await;
+                        Step::Done {
+                            close,
+                            body_len,
+                            region_len,
+                        }
+                    }
+                    Ok(Err(decoding)) => Step::Slow(Pending {
+                        head_len,
+                        body: head.body,
+                        expect_continue: head.expect_continue,
+                        decoder: decoding.map(|(decoder, len)| (decoder, head_len + len)),
+                    }),
+                }
+            }
+        };
+        *store = recycle_headers(headers);
+        match step {
+            Step::Reject(error) => Ok(self.reject(error)),
+            Step::Done {
+                close,
+                body_len,
+                region_len,
+            } => {
+                // For chunked bodies the region was compacted, so the data now ends earlier and
+                // the next request starts right after the decoded body; for the others this
+                // changes nothing.
+                self.rb.set_len(head_len + region_len);
+                self.rb.consume(head_len + body_len);
+                self.after_response(close).await
+            }
+            Step::Slow(pending) => {
+                if let Some((_, len)) = pending.decoder {
+                    self.rb.set_len(len);
+                }
+                self.finish_slow(handler, limits, store, pending).await
+            }
+        }
+    }
+
+    /// Phase 3: the head is valid but the body has not fully arrived. Answers
+    /// `Expect: 100-continue`, reads (and de-chunks) the rest of the body, parses the head again
+    /// and dispatches.
+    async fn finish_slow<H: Handler>(
+        &mut self,
+        handler: &H,
+        limits: &Limits,
+        store: &mut Vec<Header<'static>>,
+        pending: Pending,
+    ) -> io::Result<Next> {
+        let head_len = pending.head_len;
+        if pending.expect_continue {
+            self.out.extend_from_slice(CONTINUE_RESPONSE);
+        }
+        let body_len = match pending.body {
+            BodyKind::None => 0,
+            BodyKind::Length(n) => {
+                let want = head_len + n;
+                while self.rb.len() < want {
+                    match self.fill(want).await? {
+                        Fill::Read => {}
+                        Fill::Eof => return Ok(Next::PeerClosed),
+                        Fill::Full => return Ok(self.reject(Error::ContentTooLarge)),
+                    }
+                }
+                n
+            }
+            BodyKind::Chunked => {
+                let mut decoder = match pending.decoder {
+                    Some((decoder, _)) => decoder,
+                    None => ChunkedDecoder::new(limits),
+                };
+                loop {
+                    match self.fill(0).await? {
+                        Fill::Read => {}
+                        Fill::Eof => return Ok(Next::PeerClosed),
+                        Fill::Full => return Ok(self.reject(Error::ContentTooLarge)),
+                    }
+                    let Some(region) = self.rb.data_mut().get_mut(head_len..) else {
+                        return Ok(self.reject(Error::BadRequest));
+                    };
+                    match decoder.decode(region) {
+                        Err(error) => return Ok(self.reject(error)),
+                        Ok(Dechunked::Partial { len }) => self.rb.set_len(head_len + len),
+                        Ok(Dechunked::Complete { body_len, len }) => {
+                            self.rb.set_len(head_len + len);
+                            break body_len;
+                        }
+                    }
+                }
+            }
+        };
+
+        let mut headers = recycle_headers(mem::take(store));
+        let (head_bytes, rest) = self.rb.data_mut().split_at_mut(head_len);
+        let parsed = parse_head(head_bytes, &mut headers, limits);
+        let close = match parsed {
+            Ok(Progress::Complete(head)) => match rest.get_mut(..body_len) {
+                Some(body) => Some(dispatch(handler, &head.request, body, &mut self.out).await),
+                None => None,
+            },
+            // The same bytes parsed before; failing now would be a bug, answered without panic.
+            _ => None,
+        };
+        *store = recycle_headers(headers);
+        match close {
+            Some(close) => {
+                self.rb.consume(head_len + body_len);
+                self.after_response(close).await
+            }
+            None => Ok(self.reject(Error::BadRequest)),
+        }
+    }
+
+    /// Decides how to continue after a response was appended, flushing early if a lot of output
+    /// is pending.
+    async fn after_response(&mut self, close: bool) -> io::Result<Next> {
+        if close {
+            return Ok(Next::Close);
+        }
+        if self.out.len() > OUT_FLUSH_BYTES_MAX {
+            self.flush().await?;
+        }
+        Ok(Next::KeepAlive)
+    }
+
+    /// Appends the error response for `error` and tells the loop to close.
+    fn reject(&mut self, error: Error) -> Next {
+        let status = error.status();
+        tracing::debug!(status, %error, "rejecting request");
+        let mut res = Response::detached(&mut self.out, true);
+        res.send(
+            status,
+            &[("content-type", b"text/plain")],
+            reason_phrase(status).as_bytes(),
+        );
+        Next::Close
+    }
+
+    /// Flushes pending output (the peer may be waiting for it), then reads once.
+    async fn fill(&mut self, want: usize) -> io::Result<Fill> {
+        self.flush().await?;
+        self.rb.fill(&mut self.stream, want).await
+    }
+
+    /// Writes all pending output.
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+            if self.out.capacity() > OUT_RETAIN_BYTES_MAX {
+                self.out.shrink_to(OUT_BUF_INITIAL);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the connection from the server side: flush, shut down writing, then drain what the
+    /// peer still sends (bounded in bytes and time) so the close does not turn into a RST.
+    async fn close(mut self) -> io::Result<()> {
+        self.flush().await?;
+        if let Err(error) = self.stream.shutdown(Shutdown::Write).await {
+            tracing::debug!(%error, "shutdown failed");
+            return Ok(());
+        }
+        if self.stream.set_read_timeout(Some(LINGER_TIMEOUT)).is_err() {
+            return Ok(());
+        }
+        let mut drained = 0;
+        let scratch = self.rb.scratch();
+        while drained <= LINGER_BYTES_MAX {
+            match self.stream.read(scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the handler for one request and makes sure exactly one response was written; returns
+/// whether the connection must close afterwards.
+async fn dispatch<H: Handler>(
+    handler: &H,
+    req: &Request<'_>,
+    body: &mut [u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    let mut res = Response::for_request(out, req);
+    handler.handle(req, body, &mut res).await;
+    if !res.is_sent() {
+        tracing::warn!(
+            path = req.path,
+            "handler returned without a response; answering 500"
+        );
+        res.send(
+            500,
+            &[("content-type", b"text/plain")],
+            b"Internal Server Error",
+        );
+    }
+    res.will_close()
+}
+
+/// A connection's read buffer: `buf[start..end]` holds received bytes not yet consumed.
+struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The largest `buf.len()` this connection may reach.
+    cap: usize,
+}
+
+impl ReadBuf {
+    fn new(limits: &Limits) -> ReadBuf {
+        let cap = limits
+            .header_bytes_max
+            .saturating_add(limits.body_bytes_max)
+            .saturating_add(CHUNK_LINE_BYTES_MAX)
+            .saturating_add(limits.header_bytes_max) // the chunked trailer section
+            .saturating_add(READ_SPACE_MIN);
+        ReadBuf {
+            buf: vec![0; READ_BUF_INITIAL],
+            start: 0,
+            end: 0,
+            cap: cap.max(READ_BUF_INITIAL),
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Shortens the unconsumed data to `len` bytes (after in-place chunked decoding).
+    fn set_len(&mut self, len: usize) {
+        self.end = self.start + len.min(self.len());
+    }
+
+    /// Marks the first `n` unconsumed bytes as consumed; when nothing is left the buffer
+    /// rewinds (and shrinks back if a large request made it grow).
+    fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len());
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_BUF_INITIAL {
+                self.buf.truncate(READ_BUF_INITIAL);
+                self.buf.shrink_to_fit();
+            }
+        }
+    }
+
+    /// The whole buffer as scratch space, for discarding input while lingering.
+    fn scratch(&mut self) -> &mut [u8] {
+        self.start = 0;
+        self.end = 0;
+        &mut self.buf
+    }
+
+    /// Reads once into the free space, first making room: compacting when the free space is
+    /// below [`READ_SPACE_MIN`] or `want` (a total unconsumed length the caller needs, 0 if
+    /// unknown) would not fit, then growing (doubling, at least to `want`) up to the cap.
+    async fn fill(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<Fill> {
+        let len = self.len();
+        let want = want.max(len + READ_SPACE_MIN).min(self.cap);
+        if self.start > 0
+            && (self.buf.len() - self.end < READ_SPACE_MIN || self.buf.len() - self.start < want)
+        {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = len;
+        }
+        if self.buf.len() - self.start < want {
+            let grown = self
+                .buf
+                .len()
+                .saturating_mul(2)
+                .max(self.start + want)
+                .min(self.cap);
+            if grown > self.buf.len() {
+                self.buf.resize(grown, 0);
+            }
+        }
+        let Some(space) = self.buf.get_mut(self.end..).filter(|s| !s.is_empty()) else {
+            return Ok(Fill::Full);
+        };
+        let n = stream.read(space).await?;
+        if n == 0 {
+            return Ok(Fill::Eof);
+        }
+        self.end += n;
+        Ok(Fill::Read)
+    }
+}

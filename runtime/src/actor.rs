@@ -1,0 +1,512 @@
+//! The actor API: how users define actor types, their state, vars and actions.
+//!
+//! An actor type implements [`Actor`] and registers its actions in [`Actor::actions`]:
+//!
+//! ```ignore
+//! struct Counter;
+//! impl Actor for Counter {
+//!     const NAME: &'static str = "counter";
+//!     type State = CounterState;
+//!     type Vars = ();
+//!     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<CounterState> {
+//!         Ok(CounterState { count: 0 })
+//!     }
+//!     fn actions(actions: &mut Actions<Self>) {
+//!         actions
+//!             .action("increment", |c, (amount,): (Option<i64>,)| {
+//!                 c.state.count += amount.unwrap_or(1);
+//!                 Ok(c.state.count)
+//!             })
+//!             .action_async("slowDouble", |c, (x,): (i64,)| async move {
+//!                 some_io().await;
+//!                 Ok(c.state_mut(|s| { s.count += x; s.count }))
+//!             });
+//!     }
+//! }
+//! ```
+//!
+//! **Borrows of state cannot cross an await, by construction.** A synchronous action gets
+//! `&mut State` in [`ActionCtx`] and cannot await at all. An asynchronous action gets an owned
+//! [`Ctx`] whose only access to the state is [`Ctx::state`] / [`Ctx::state_mut`], which lend it to
+//! a synchronous closure whose result type cannot mention the borrow. So while one action awaits,
+//! other actions of the same actor run (as in RivetKit, which the re-entrant coordinator/worker
+//! pattern needs), and none of them can observe a half-finished borrow.
+//!
+//! Errors: return a [`UserError`] for failures the client should see (its code, message and
+//! metadata reach the client). Any other error (`?` on anything implementing `std::error::Error`)
+//! or a panic becomes `internal/internal_error` for the client with no detail, is logged, and the
+//! shard keeps serving.
+
+use std::any::TypeId;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::placement::ActorId;
+use crate::value::{self, ArgList, Value};
+
+/// The result type of actions and hooks.
+pub type ActionResult<T> = Result<T, ActionError>;
+
+/// An actor type: its name, state, vars and actions.
+pub trait Actor: Sized + 'static {
+    /// The name clients address the type by (`client.counter`, `"name":"counter"`).
+    const NAME: &'static str;
+    /// Durable state: created once per actor, by [`Actor::create_state`].
+    type State: 'static;
+    /// Ephemeral per-instance data, rebuilt by [`Actor::create_vars`] every time the actor starts.
+    type Vars: 'static;
+
+    /// Builds the state of a new actor from its creation input (`None` when the client gave none).
+    /// Runs once, when the actor is created.
+    fn create_state(actor: &ActorInfo, input: Option<Value>) -> ActionResult<Self::State>;
+
+    /// Builds the vars every time the actor starts.
+    fn create_vars(actor: &ActorInfo, state: &Self::State) -> Self::Vars;
+
+    /// Registers the actions.
+    fn actions(actions: &mut Actions<Self>);
+}
+
+/// What an actor knows about itself.
+#[derive(Clone, Debug)]
+pub struct ActorInfo {
+    pub(crate) name: &'static str,
+    pub(crate) key: Vec<String>,
+    pub(crate) id: ActorId,
+}
+
+impl ActorInfo {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    /// The key parts the actor was created with.
+    pub fn key(&self) -> &[String] {
+        &self.key
+    }
+    pub fn actor_id(&self) -> ActorId {
+        self.id
+    }
+}
+
+/// An error the client sees: group `user`, the given code (default `user_error`), message and
+/// optional metadata, HTTP status 400.
+///
+/// It deliberately does not implement `std::error::Error`, so that `?` can turn every *other*
+/// error into an internal one without overlapping this conversion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserError {
+    pub code: String,
+    pub message: String,
+    pub metadata: Option<Value>,
+}
+
+impl UserError {
+    pub fn new(message: impl Into<String>) -> UserError {
+        UserError { code: "user_error".into(), message: message.into(), metadata: None }
+    }
+
+    pub fn code(mut self, code: impl Into<String>) -> UserError {
+        self.code = code.into();
+        self
+    }
+
+    /// Attaches metadata; anything serializable. A value that fails to serialize is dropped
+    /// rather than turning a user error into an internal one.
+    pub fn metadata(mut self, metadata: impl Serialize) -> UserError {
+        self.metadata = value::to_value(&metadata).ok();
+        self
+    }
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user/{}: {}", self.code, self.message)
+    }
+}
+
+/// Why an action failed.
+pub enum ActionError {
+    /// Reaches the client as is.
+    User(UserError),
+    /// Reaches the client as `internal/internal_error`; the detail stays in the server log.
+    Internal(Box<dyn std::error::Error>),
+}
+
+impl ActionError {
+    /// An internal error with a message for the log.
+    pub fn internal(message: impl Into<String>) -> ActionError {
+        ActionError::Internal(message.into().into())
+    }
+}
+
+impl From<UserError> for ActionError {
+    fn from(error: UserError) -> ActionError {
+        ActionError::User(error)
+    }
+}
+
+impl<E: std::error::Error + 'static> From<E> for ActionError {
+    fn from(error: E) -> ActionError {
+        ActionError::Internal(Box::new(error))
+    }
+}
+
+impl fmt::Debug for ActionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActionError::User(error) => write!(f, "{error}"),
+            ActionError::Internal(error) => write!(f, "internal: {error}"),
+        }
+    }
+}
+
+/// The context of a synchronous action: direct access to state and vars.
+pub struct ActionCtx<'a, A: Actor> {
+    pub state: &'a mut A::State,
+    pub vars: &'a mut A::Vars,
+    cell: &'a Rc<ActorCell<A>>,
+}
+
+impl<A: Actor> ActionCtx<'_, A> {
+    pub fn name(&self) -> &'static str {
+        self.cell.info.name
+    }
+    pub fn key(&self) -> &[String] {
+        &self.cell.info.key
+    }
+    pub fn actor_id(&self) -> ActorId {
+        self.cell.info.id
+    }
+    /// An owned handle to this actor, e.g. to move into a spawned task.
+    pub fn handle(&self) -> Ctx<A> {
+        Ctx { cell: self.cell.clone() }
+    }
+}
+
+/// The context of an asynchronous action: an owned handle to the actor. State and vars are lent
+/// to synchronous closures only, so no borrow can be held across an await.
+pub struct Ctx<A: Actor> {
+    cell: Rc<ActorCell<A>>,
+}
+
+impl<A: Actor> Clone for Ctx<A> {
+    fn clone(&self) -> Self {
+        Ctx { cell: self.cell.clone() }
+    }
+}
+
+impl<A: Actor> Ctx<A> {
+    pub fn name(&self) -> &'static str {
+        self.cell.info.name
+    }
+    pub fn key(&self) -> &[String] {
+        &self.cell.info.key
+    }
+    pub fn actor_id(&self) -> ActorId {
+        self.cell.info.id
+    }
+
+    /// Runs `f` with shared access to the state.
+    ///
+    /// Panics (caught, and reported to the client as an internal error) if called from inside
+    /// `state_mut` of the same actor.
+    pub fn state<R>(&self, f: impl FnOnce(&A::State) -> R) -> R {
+        f(&self.cell.state.borrow())
+    }
+
+    /// Runs `f` with exclusive access to the state.
+    pub fn state_mut<R>(&self, f: impl FnOnce(&mut A::State) -> R) -> R {
+        f(&mut self.cell.state.borrow_mut())
+    }
+
+    pub fn vars<R>(&self, f: impl FnOnce(&A::Vars) -> R) -> R {
+        f(&self.cell.vars.borrow())
+    }
+
+    pub fn vars_mut<R>(&self, f: impl FnOnce(&mut A::Vars) -> R) -> R {
+        f(&mut self.cell.vars.borrow_mut())
+    }
+}
+
+/// Action arguments, decoded from the JSON argument array.
+///
+/// Implemented for tuples of up to 8 deserializable types (a missing trailing argument decodes as
+/// `null`, so `Option<T>` parameters behave like JS optional parameters; extra arguments are
+/// ignored, as in JS), for `()` and for [`Rest`].
+pub trait FromArgs: Sized + 'static {
+    fn from_args(args: &ArgList<'_>) -> Result<Self, value::Error>;
+}
+
+impl FromArgs for () {
+    fn from_args(_: &ArgList<'_>) -> Result<(), value::Error> {
+        Ok(())
+    }
+}
+
+/// Every argument, untyped: for variadic actions such as `echo(...args)`.
+pub struct Rest(pub Vec<Value>);
+
+impl FromArgs for Rest {
+    fn from_args(args: &ArgList<'_>) -> Result<Rest, value::Error> {
+        args.rest(0).map(Rest)
+    }
+}
+
+macro_rules! tuple_from_args {
+    ($($name:ident $index:tt),+) => {
+        impl<$($name: DeserializeOwned + 'static),+> FromArgs for ($($name,)+) {
+            fn from_args(args: &ArgList<'_>) -> Result<Self, value::Error> {
+                Ok(($(args.decode::<$name>($index)?,)+))
+            }
+        }
+    };
+}
+tuple_from_args!(A 0);
+tuple_from_args!(A 0, B 1);
+tuple_from_args!(A 0, B 1, C 2);
+tuple_from_args!(A 0, B 1, C 2, D 3);
+tuple_from_args!(A 0, B 1, C 2, D 3, E 4);
+tuple_from_args!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_from_args!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_from_args!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+/// What an action produced, encoded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// The tagged JSON of the value was written to the caller's buffer.
+    Written,
+    /// The action returned `()`: RivetKit's `undefined`, sent as `{}` without an `output` field.
+    Undefined,
+}
+
+/// An action started on an actor.
+pub(crate) enum Started {
+    /// A synchronous action ran to completion; on success its output is in the caller's buffer.
+    Done(Result<Output, Failure>),
+    /// An asynchronous action is running. On success it yields the tagged JSON of its output
+    /// (`None` for `undefined`).
+    Running(Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, Failure>>>>),
+}
+
+/// An action failure as the protocol layer sees it.
+pub(crate) enum Failure {
+    Action(ActionError),
+    /// The arguments did not decode into the action's parameter types.
+    BadArgs(value::Error),
+    NotFound,
+}
+
+type SyncHandler<A> =
+    Box<dyn Fn(&Rc<ActorCell<A>>, &ArgList<'_>, &mut Vec<u8>) -> Result<Output, Failure>>;
+type AsyncHandler<A> = Box<
+    dyn Fn(
+        &Rc<ActorCell<A>>,
+        &ArgList<'_>,
+    ) -> Result<Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, Failure>>>>, Failure>,
+>;
+
+enum Handler<A: Actor> {
+    Sync(SyncHandler<A>),
+    Async(AsyncHandler<A>),
+}
+
+/// The action table of an actor type, filled by [`Actor::actions`].
+pub struct Actions<A: Actor> {
+    handlers: HashMap<&'static str, Handler<A>>,
+}
+
+impl<A: Actor> Actions<A> {
+    /// Registers a synchronous action. It runs to completion before any other action of the actor
+    /// starts, so it is atomic (200 concurrent `increment(1)` give exactly 200).
+    pub fn action<Args, R, F>(&mut self, name: &'static str, f: F) -> &mut Self
+    where
+        Args: FromArgs,
+        R: Serialize + 'static,
+        F: Fn(&mut ActionCtx<'_, A>, Args) -> ActionResult<R> + 'static,
+    {
+        let handler = move |cell: &Rc<ActorCell<A>>, args: &ArgList<'_>, out: &mut Vec<u8>| {
+            let args = Args::from_args(args).map_err(Failure::BadArgs)?;
+            let (Ok(mut state), Ok(mut vars)) = (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
+            else {
+                return Err(Failure::Action(ActionError::internal(
+                    "state is borrowed by a closure that is still running",
+                )));
+            };
+            let mut ctx = ActionCtx { state: &mut *state, vars: &mut *vars, cell };
+            match catch_unwind(AssertUnwindSafe(|| f(&mut ctx, args))) {
+                Ok(Ok(result)) => encode(&result, out),
+                Ok(Err(error)) => Err(Failure::Action(error)),
+                Err(panic) => Err(Failure::Action(panicked(panic))),
+            }
+        };
+        let previous = self.handlers.insert(name, Handler::Sync(Box::new(handler)));
+        assert!(previous.is_none(), "action {name} of {} registered twice", A::NAME);
+        self
+    }
+
+    /// Registers an asynchronous action. While it awaits, other actions of the same actor run.
+    pub fn action_async<Args, R, F, Fut>(&mut self, name: &'static str, f: F) -> &mut Self
+    where
+        Args: FromArgs,
+        R: Serialize + 'static,
+        F: Fn(Ctx<A>, Args) -> Fut + 'static,
+        Fut: Future<Output = ActionResult<R>> + 'static,
+    {
+        let f = Rc::new(f);
+        let handler = move |cell: &Rc<ActorCell<A>>, args: &ArgList<'_>| {
+            let args = Args::from_args(args).map_err(Failure::BadArgs)?;
+            let ctx = Ctx { cell: cell.clone() };
+            let f = f.clone();
+            let future: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
+                let started = catch_unwind(AssertUnwindSafe(|| f(ctx, args)));
+                let result = match started {
+                    Ok(future) => CatchUnwind(future).await,
+                    Err(panic) => Err(panic),
+                };
+                match result {
+                    Ok(Ok(value)) => {
+                        let mut out = Vec::new();
+                        match encode(&value, &mut out)? {
+                            Output::Written => Ok(Some(out)),
+                            Output::Undefined => Ok(None),
+                        }
+                    }
+                    Ok(Err(error)) => Err(Failure::Action(error)),
+                    Err(panic) => Err(Failure::Action(panicked(panic))),
+                }
+            });
+            Ok(future)
+        };
+        let previous = self.handlers.insert(name, Handler::Async(Box::new(handler)));
+        assert!(previous.is_none(), "action {name} of {} registered twice", A::NAME);
+        self
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.handlers.keys().copied()
+    }
+}
+
+fn encode<R: Serialize + 'static>(value: &R, out: &mut Vec<u8>) -> Result<Output, Failure> {
+    if TypeId::of::<R>() == TypeId::of::<()>() {
+        return Ok(Output::Undefined);
+    }
+    match value::write_tagged(out, value) {
+        Ok(()) => Ok(Output::Written),
+        Err(error) => Err(Failure::Action(ActionError::internal(format!(
+            "the action's result does not serialize: {error}"
+        )))),
+    }
+}
+
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> ActionError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".into());
+    ActionError::internal(format!("action panicked: {message}"))
+}
+
+/// Polls the inner future, turning a panic during a poll into an `Err`.
+struct CatchUnwind<F>(F);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning of the only field; `CatchUnwind` never moves it out.
+        let inner = unsafe { self.map_unchecked_mut(|this| &mut this.0) };
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// One live actor of type `A`.
+pub(crate) struct ActorCell<A: Actor> {
+    info: ActorInfo,
+    state: RefCell<A::State>,
+    vars: RefCell<A::Vars>,
+    actions: Rc<Actions<A>>,
+}
+
+/// A live actor of any type, as the shard holds it.
+pub(crate) trait ActorObject {
+    fn info(&self) -> &ActorInfo;
+    /// Starts action `name`. For a synchronous action, the output is written to `out`.
+    fn start(self: Rc<Self>, name: &str, args: &ArgList<'_>, out: &mut Vec<u8>) -> Started;
+}
+
+impl<A: Actor> ActorObject for ActorCell<A> {
+    fn info(&self) -> &ActorInfo {
+        &self.info
+    }
+
+    fn start(self: Rc<Self>, name: &str, args: &ArgList<'_>, out: &mut Vec<u8>) -> Started {
+        let actions = self.actions.clone();
+        match actions.handlers.get(name) {
+            None => Started::Done(Err(Failure::NotFound)),
+            Some(Handler::Sync(handler)) => Started::Done(handler(&self, args, out)),
+            Some(Handler::Async(handler)) => match handler(&self, args) {
+                Err(failure) => Started::Done(Err(failure)),
+                Ok(future) => Started::Running(future),
+            },
+        }
+    }
+}
+
+/// An actor type as a shard holds it: builds instances. One per type per shard, built at shard
+/// start from the [`crate::Registry`].
+pub(crate) trait ActorType {
+    fn name(&self) -> &'static str;
+    fn create(&self, info: ActorInfo, input: Option<Value>) -> ActionResult<Rc<dyn ActorObject>>;
+}
+
+pub(crate) struct TypeOf<A: Actor> {
+    actions: Rc<Actions<A>>,
+}
+
+impl<A: Actor> TypeOf<A> {
+    pub(crate) fn build() -> Rc<dyn ActorType> {
+        let mut actions = Actions { handlers: HashMap::new() };
+        A::actions(&mut actions);
+        tracing::debug!(actor = A::NAME, actions = ?actions.names().collect::<Vec<_>>(), "registered");
+        Rc::new(TypeOf::<A> { actions: Rc::new(actions) })
+    }
+}
+
+impl<A: Actor> ActorType for TypeOf<A> {
+    fn name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn create(&self, info: ActorInfo, input: Option<Value>) -> ActionResult<Rc<dyn ActorObject>> {
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let state = A::create_state(&info, input)?;
+            let vars = A::create_vars(&info, &state);
+            Ok::<_, ActionError>((state, vars))
+        }));
+        let (state, vars) = match built {
+            Ok(result) => result?,
+            Err(panic) => return Err(panicked(panic)),
+        };
+        Ok(Rc::new(ActorCell::<A> {
+            info,
+            state: RefCell::new(state),
+            vars: RefCell::new(vars),
+            actions: self.actions.clone(),
+        }))
+    }
+}

@@ -1,0 +1,66 @@
+//! Server configuration and the protocol-level limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How a server runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port, shared by all
+    /// shards.
+    pub listen: SocketAddr,
+    /// Number of shards; `None` = one per CPU the process may run on (its affinity mask, so
+    /// `taskset -c 1 pinion-demo` runs one shard on CPU 1).
+    pub shards: Option<usize>,
+    /// Prefix of every route (RIVETKIT_PROTOCOL.md §1), e.g. `/api/rivet`; `/` for none.
+    pub base_path: String,
+    /// Where shards keep their files. Storage is in memory in this version; the directory is
+    /// created so that the durable backend can take it over without changing the command line.
+    pub data_dir: Option<PathBuf>,
+    /// Limits of the HTTP/1.1 layer.
+    pub http: pinion_net::http::Limits,
+    /// Limits of the RivetKit protocol layer.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6420)),
+            shards: None,
+            base_path: "/".into(),
+            data_dir: None,
+            http: pinion_net::http::Limits::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Limits of the RivetKit protocol layer. Each violation has its protocol error.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest action request body (`{"args":[...]}`); larger → `400 message/incoming_too_long`.
+    /// RivetKit's default is 64 KiB.
+    pub action_body_bytes_max: usize,
+    /// Largest encoded action output; larger → `400 message/outgoing_too_long`. RivetKit: 1 MiB.
+    pub action_output_bytes_max: usize,
+    /// Largest manager API body (`PUT/POST /actors`, which carries the creation input).
+    pub manager_body_bytes_max: usize,
+    /// Calls a shard may have forwarded to other shards and not yet had answered; more →
+    /// `503 actor/overloaded`. Also bounds every inbox (see `mailbox`).
+    pub forwarded_calls_max: usize,
+    /// Ids accepted in one `GET /actors?actor_ids=` (the reference accepts 32).
+    pub actor_ids_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            action_body_bytes_max: 64 * 1024,
+            action_output_bytes_max: 1024 * 1024,
+            manager_body_bytes_max: 256 * 1024,
+            forwarded_calls_max: 16 * 1024,
+            actor_ids_max: 32,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `pinion-runtime`: a thread-per-core, shared-nothing runtime for RivetKit actors.
+//!
+//! * [`Server`] starts one shard per core: a pinned glommio executor with its own SO_REUSEPORT
+//!   listener, its own actors and its own store. Shards share nothing and talk through
+//!   [`mailbox`] messages.
+//! * [`placement`] maps (actor name, key) to an [`ActorId`] and an id to its owning shard.
+//! * [`actor`] is the API for defining actors; [`Registry`] collects the types a server runs.
+//! * `protocol` speaks the RivetKit 2.0 client protocol (JSON encoding) over `pinion-net`.
+//! * [`sys`] is the one seam for nondeterminism (clock, timers, spawning, randomness).
+
+pub mod actor;
+pub mod config;
+pub mod key;
+mod mailbox;
+pub mod placement;
+mod protocol;
+mod registry;
+mod server;
+mod shard;
+pub mod sys;
+pub mod value;
+
+pub use actor::{
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, FromArgs, Rest, UserError,
+};
+pub use config::{Config, Limits};
+pub use placement::ActorId;
+pub use protocol::RivetError;
+pub use registry::Registry;
+pub use server::{Server, block_shutdown_signals, wait_for_shutdown_signal};
+pub use value::Value;

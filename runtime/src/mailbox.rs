@@ -1,0 +1,78 @@
+//! The cross-shard transport: one inbox per shard, fed by every shard.
+//!
+//! A shard sends a [`Message`] to another shard through its [`Postman`] and receives its own
+//! messages from its [`Mailbox`]. The channel underneath is flume (lock-free on the fast path
+//! for our use, wakes a parked glommio executor through its foreign-wake eventfd). It is kept
+//! behind these two types so it can be swapped (for a simulator's queue, or a ring per shard
+//! pair) without touching callers.
+//!
+//! Bounds: inboxes are unbounded *channels*, but the traffic in them is bounded by construction.
+//! Every message is either a call (a shard may have at most `forwarded_calls_max` calls of its own
+//! awaiting replies: see [`crate::shard`]) or the single reply to one such call, so an inbox holds
+//! at most `2 × shards × forwarded_calls_max` messages. Bounding the senders, not the channel,
+//! means a reply never has to wait for space, which is what would deadlock two busy shards.
+
+use crate::protocol::{Forwarded, Reply};
+
+/// Identifies a call awaiting its reply on the shard that sent it.
+pub(crate) type Token = u32;
+
+pub(crate) enum Message {
+    /// Run `call` on the receiving (owning) shard and send the reply to shard `from`.
+    Call { from: usize, token: Token, call: Forwarded },
+    /// The reply to the call `token` this shard sent earlier.
+    Reply { token: Token, reply: Reply },
+    /// Stop accepting work and shut the shard down.
+    Stop,
+}
+
+/// A shard's receiving end.
+pub(crate) struct Mailbox {
+    inbox: flume::Receiver<Message>,
+}
+
+/// A shard's sending ends, one per shard (including itself).
+#[derive(Clone)]
+pub(crate) struct Postman {
+    inboxes: Vec<flume::Sender<Message>>,
+}
+
+/// Builds the inboxes of `shard_count` shards: one mailbox each, and a postman every shard (and the
+/// thread that starts and stops the server) can clone.
+pub(crate) fn wire(shard_count: usize) -> (Vec<Mailbox>, Postman) {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..shard_count).map(|_| flume::unbounded()).unzip();
+    let mailboxes = receivers.into_iter().map(|inbox| Mailbox { inbox }).collect();
+    (mailboxes, Postman { inboxes: senders })
+}
+
+impl Postman {
+    pub(crate) fn send(&self, shard: usize, message: Message) {
+        // A send fails only when the receiving shard has already stopped; during shutdown that is
+        // expected and the message (a reply nobody awaits any more) can be dropped.
+        let _ = self.inboxes[shard].send(message);
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Asks every shard to stop.
+    pub(crate) fn stop_all(&self) {
+        for shard in 0..self.inboxes.len() {
+            self.send(shard, Message::Stop);
+        }
+    }
+}
+
+impl Mailbox {
+    /// Waits for the next message.
+    pub(crate) async fn recv(&self) -> Option<Message> {
+        self.inbox.recv_async().await.ok()
+    }
+
+    /// The next message if one is already queued, to drain a burst without re-parking.
+    pub(crate) fn try_recv(&self) -> Option<Message> {
+        self.inbox.try_recv().ok()
+    }
+}

@@ -1,0 +1,627 @@
+//! The RivetKit 2.0 client protocol over HTTP (RIVETKIT_PROTOCOL.md §1–§7, §11, §13), JSON
+//! encoding: the manager API that resolves actors and the gateway's stateless action calls.
+//!
+//! Every request is routed on the shard that accepted it. Requests that name an actor (by id, or
+//! by name and key, which hash to the id) run on the actor's owning shard: locally when that is
+//! this shard, otherwise as a [`Forwarded`] message whose [`Reply`] is written back on the
+//! connection the request came in on.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+
+use pinion_net::http::{Method, Request, Response};
+use pinion_net::server::Handler;
+use serde::Deserialize;
+
+use crate::actor::{ActionError, Failure, Output, Started};
+use crate::key;
+use crate::placement::ActorId;
+use crate::registry::Registry;
+use crate::shard::{Create, Shard};
+use crate::value::{self, Value, write_json_str};
+
+const JSON_HEADERS: &[(&str, &[u8])] = &[
+    ("content-type", b"application/json"),
+    ("access-control-allow-origin", b"*"),
+    ("access-control-allow-credentials", b"true"),
+    ("access-control-expose-headers", b"*"),
+];
+const TEXT_HEADERS: &[(&str, &[u8])] = &[
+    ("content-type", b"text/plain; charset=utf-8"),
+    ("access-control-allow-origin", b"*"),
+    ("access-control-allow-credentials", b"true"),
+    ("access-control-expose-headers", b"*"),
+];
+const INTERNAL_MESSAGE: &str = "Internal error. Read the server logs for more details.";
+
+/// A RivetKit error as the client sees it: `{group, code, message, metadata?}` with an HTTP status.
+#[derive(Debug, PartialEq)]
+pub struct RivetError {
+    pub status: u16,
+    pub group: &'static str,
+    pub code: Cow<'static, str>,
+    pub message: Cow<'static, str>,
+    pub metadata: Option<Value>,
+}
+
+impl RivetError {
+    fn new(status: u16, group: &'static str, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        RivetError { status, group, code: Cow::Borrowed(code), message: message.into(), metadata: None }
+    }
+
+    /// The masked form of every non-public error.
+    pub fn internal() -> RivetError {
+        let mut error = RivetError::new(500, "internal", "internal_error", INTERNAL_MESSAGE);
+        error.metadata = Some(Value::Object(Default::default()));
+        error
+    }
+
+    pub(crate) fn from_action(error: ActionError) -> RivetError {
+        match error {
+            ActionError::User(user) => RivetError {
+                status: 400,
+                group: "user",
+                code: Cow::Owned(user.code),
+                message: Cow::Owned(user.message),
+                metadata: user.metadata,
+            },
+            ActionError::Internal(_) => RivetError::internal(),
+        }
+    }
+
+    pub(crate) fn actor_not_found(id: &str) -> RivetError {
+        RivetError::new(404, "actor", "not_found", format!("Actor not found: {id}"))
+    }
+
+    pub(crate) fn actor_type_unknown(name: &str) -> RivetError {
+        RivetError::new(400, "actor", "not_found", format!("No actor type named '{name}' is registered."))
+    }
+
+    pub(crate) fn duplicate_key(name: &str, key: &[String]) -> RivetError {
+        let mut message = format!("Actor already exists with name '{name}' and key '");
+        let mut key_json = Vec::new();
+        let _ = value::write_tagged(&mut key_json, key);
+        message.push_str(&String::from_utf8_lossy(&key_json));
+        message.push('\'');
+        RivetError::new(400, "actor", "duplicate_key", message)
+    }
+
+    pub(crate) fn overloaded() -> RivetError {
+        RivetError::new(503, "actor", "overloaded", "The server is overloaded; retry later.")
+    }
+
+    fn action_not_found(name: &str) -> RivetError {
+        RivetError::new(
+            400,
+            "action",
+            "not_found",
+            format!("Action '{name}' not found. Validate the action exists on your actor."),
+        )
+    }
+
+    fn invalid(message: impl Into<Cow<'static, str>>) -> RivetError {
+        RivetError::new(400, "request", "invalid", message)
+    }
+
+    fn route_not_found() -> RivetError {
+        RivetError::new(404, "request", "not_found", "No such route.")
+    }
+
+    /// Appends the JSON body.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"group\":");
+        write_json_str(out, self.group);
+        out.extend_from_slice(b",\"code\":");
+        write_json_str(out, &self.code);
+        out.extend_from_slice(b",\"message\":");
+        write_json_str(out, &self.message);
+        if let Some(metadata) = &self.metadata {
+            out.extend_from_slice(b",\"metadata\":");
+            if value::write_tagged(out, metadata).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// Logs the detail of an error the client only sees masked.
+pub(crate) fn log_internal(what: &str, actor: &str, error: &ActionError) {
+    if let ActionError::Internal(detail) = error {
+        tracing::error!(actor, what, %detail, "internal error (masked for the client)");
+    }
+}
+
+/// Work that runs on the owning shard on behalf of another shard.
+pub(crate) enum Forwarded {
+    /// `PUT/POST/GET /actors` by name and key. The reply is the complete response body.
+    Resolve { name: String, key: Vec<String>, input: Option<String>, create: Create },
+    /// One id of `GET /actors?actor_ids=`: the reply body is the actor object, or empty if absent.
+    Lookup { id: ActorId },
+    /// `POST /gateway/{id}/action/{name}`, with its raw body.
+    Action { id: ActorId, name: String, body: Vec<u8> },
+}
+
+/// The owning shard's answer to a [`Forwarded`] call: a status and a JSON body.
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn error(error: &RivetError) -> Reply {
+        let mut reply = Reply { status: error.status, body: Vec::new() };
+        error.write_json(&mut reply.body);
+        reply
+    }
+}
+
+/// Where an answer goes: straight into the HTTP response, or into a [`Reply`] for another shard.
+trait Sink {
+    fn json(&mut self, status: u16, write: &mut dyn FnMut(&mut Vec<u8>));
+
+    fn error(&mut self, error: &RivetError) {
+        self.json(error.status, &mut |out| error.write_json(out));
+    }
+}
+
+impl Sink for Response<'_> {
+    fn json(&mut self, status: u16, write: &mut dyn FnMut(&mut Vec<u8>)) {
+        self.send_with(status, JSON_HEADERS, write);
+    }
+}
+
+impl Sink for Reply {
+    fn json(&mut self, status: u16, write: &mut dyn FnMut(&mut Vec<u8>)) {
+        self.status = status;
+        self.body.clear();
+        write(&mut self.body);
+    }
+}
+
+/// Runs a forwarded call on this (the owning) shard.
+pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
+    let mut reply = Reply { status: 500, body: Vec::new() };
+    match call {
+        Forwarded::Resolve { name, key, input, create } => {
+            resolve(shard, &name, key, input.as_deref(), create, &mut reply)
+        }
+        Forwarded::Lookup { id } => {
+            reply.status = 200;
+            if let Some(record) = shard.record(id) {
+                write_actor(&mut reply.body, &record);
+            }
+        }
+        Forwarded::Action { id, name, mut body } => action(shard, id, &name, &mut body, &mut reply).await,
+    }
+    reply
+}
+
+/// The HTTP entry point of a shard.
+pub(crate) struct Gateway {
+    pub(crate) shard: Rc<Shard>,
+}
+
+impl Handler for Gateway {
+    async fn handle(&self, req: &Request<'_>, body: &mut [u8], res: &mut Response<'_>) {
+        let Some(path) = strip_base(&self.shard.config.base_path, req.path) else {
+            return res.send(404, TEXT_HEADERS, b"Not Found (Pinion)");
+        };
+        if req.method == Method::Options {
+            return preflight(req, res);
+        }
+        match (req.method, path) {
+            (Method::Get, "/metadata") => res.send(200, JSON_HEADERS, &self.shard.metadata_json),
+            (Method::Get, "/health") => res.send(
+                200,
+                JSON_HEADERS,
+                concat!("{\"status\":\"ok\",\"runtime\":\"pinion\",\"version\":\"", env!("CARGO_PKG_VERSION"), "\"}")
+                    .as_bytes(),
+            ),
+            (Method::Get, "/") => res.send(200, TEXT_HEADERS, b"This is a Pinion server (RivetKit 2.0 protocol).\n"),
+            (Method::Put | Method::Post | Method::Get, "/actors") => self.actors(req, body, res).await,
+            _ => match path.strip_prefix("/gateway/") {
+                Some(rest) => self.gateway(req, rest, body, res).await,
+                None => res.send(404, TEXT_HEADERS, b"Not Found (Pinion)"),
+            },
+        }
+    }
+}
+
+impl Gateway {
+    /// `/actors`: resolve by name and key (`PUT` = getOrCreate, `POST` = create, `GET` = get), or
+    /// look up by ids (`GET ?actor_ids=`).
+    async fn actors(&self, req: &Request<'_>, body: &mut [u8], res: &mut Response<'_>) {
+        let shard = &self.shard;
+        let (name, key, input, create) = match req.method {
+            Method::Get => {
+                let mut name = None;
+                let mut key = None;
+                for (field, text) in query_pairs(req.query) {
+                    match field {
+                        "name" => name = Some(text),
+                        "key" => key = Some(text),
+                        "actor_ids" => return self.lookup(&text, res).await,
+                        _ => {}
+                    }
+                }
+                let Some(name) = name else {
+                    return res.error(&RivetError::invalid("`GET /actors` needs `name` and `key`, or `actor_ids`."));
+                };
+                (name.into_owned(), key.map(Cow::into_owned), None, Create::Never)
+            }
+            _ => {
+                if body.len() > shard.config.limits.manager_body_bytes_max {
+                    return res.error(&RivetError::new(
+                        400,
+                        "message",
+                        "incoming_too_long",
+                        "The request body is too long.",
+                    ));
+                }
+                let parsed: ActorsBody = match simd_json::serde::from_slice(body) {
+                    Ok(parsed) => parsed,
+                    Err(error) => return res.error(&RivetError::invalid(format!("Invalid request body: {error}"))),
+                };
+                let create = if req.method == Method::Put { Create::IfAbsent } else { Create::Always };
+                (parsed.name, parsed.key, parsed.input, create)
+            }
+        };
+        let key = match key {
+            Some(text) => match key::parse(&text) {
+                Ok(parts) => parts,
+                Err(error) => return res.error(&RivetError::invalid(format!("Invalid actor key: {error:?}"))),
+            },
+            // `create` without a key gets a random one, as in the reference.
+            None if create == Create::Always => vec![format!("{:016x}", crate::sys::random_u64())],
+            None => return res.error(&RivetError::invalid("An actor key is required.")),
+        };
+        if !shard.has_type(&name) {
+            return res.error(&RivetError::actor_type_unknown(&name));
+        }
+        let owner = ActorId::derive(&name, &key::serialize(&key)).shard(shard.shard_count());
+        if owner == shard.index {
+            resolve(shard, &name, key, input.as_deref(), create, res);
+        } else {
+            let reply = shard.forward(owner, Forwarded::Resolve { name, key, input, create }).await;
+            res.json(reply.status, &mut |out| out.extend_from_slice(&reply.body));
+        }
+    }
+
+    /// `GET /actors?actor_ids=a,b,c`.
+    async fn lookup(&self, ids: &str, res: &mut Response<'_>) {
+        let shard = &self.shard;
+        let ids: Vec<&str> = ids.split(',').filter(|id| !id.is_empty()).collect();
+        if ids.len() > shard.config.limits.actor_ids_max {
+            return res.error(&RivetError::invalid(format!(
+                "At most {} actor ids per request.",
+                shard.config.limits.actor_ids_max
+            )));
+        }
+        let mut list = Vec::with_capacity(64);
+        list.extend_from_slice(b"{\"actors\":[");
+        let mut first = true;
+        for text in ids {
+            // An id we could not have issued names no actor: an empty result, not an error.
+            let Some(id) = ActorId::parse(text) else { continue };
+            let owner = id.shard(shard.shard_count());
+            let before = list.len();
+            if !first {
+                list.push(b',');
+            }
+            let start = list.len();
+            if owner == shard.index {
+                if let Some(record) = shard.record(id) {
+                    write_actor(&mut list, &record);
+                }
+            } else {
+                let reply = shard.forward(owner, Forwarded::Lookup { id }).await;
+                if reply.status != 200 {
+                    return res.json(reply.status, &mut |out| out.extend_from_slice(&reply.body));
+                }
+                list.extend_from_slice(&reply.body);
+            }
+            if list.len() == start {
+                list.truncate(before);
+            } else {
+                first = false;
+            }
+        }
+        list.extend_from_slice(b"]}");
+        res.json(200, &mut |out| out.extend_from_slice(&list));
+    }
+
+    /// `/gateway/{id}/...`.
+    async fn gateway(&self, req: &Request<'_>, rest: &str, body: &mut [u8], res: &mut Response<'_>) {
+        let shard = &self.shard;
+        let (id_text, route) = rest.split_once('/').unwrap_or((rest, ""));
+        // The reference also accepts `{id}@{token}`; the token is not checked there either.
+        let id_text = id_text.split_once('@').map_or(id_text, |(id, _)| id);
+        let Some(id) = ActorId::parse(id_text) else {
+            return res.error(&RivetError::actor_not_found(id_text));
+        };
+        let Some(action_name) = route.strip_prefix("action/") else {
+            return res.error(&RivetError::route_not_found());
+        };
+        if req.method != Method::Post {
+            return res.error(&RivetError::invalid("Actions are called with POST."));
+        }
+        let Some(action_name) = percent_decode(action_name, false) else {
+            return res.error(&RivetError::invalid("The action name is not valid percent-encoded UTF-8."));
+        };
+        match req.header("x-rivet-encoding") {
+            None | Some(b"json") => {}
+            Some(_) => {
+                return res.error(&RivetError::new(
+                    400,
+                    "encoding",
+                    "invalid",
+                    "Unsupported encoding; this server speaks `json`.",
+                ));
+            }
+        }
+        if let Some(params) = req.header("x-rivet-conn-params") {
+            // Connection params reach hooks with the realtime layer; they must parse already.
+            let mut params = params.to_vec();
+            if simd_json::to_borrowed_value(&mut params).is_err() {
+                return res.error(&RivetError::new(400, "params", "invalid", "Invalid connection params."));
+            }
+        }
+        if body.len() > shard.config.limits.action_body_bytes_max {
+            return res.error(&RivetError::new(
+                400,
+                "message",
+                "incoming_too_long",
+                "The action request is too long.",
+            ));
+        }
+        let owner = id.shard(shard.shard_count());
+        if owner == shard.index {
+            action(shard, id, &action_name, body, res).await;
+        } else {
+            let call = Forwarded::Action { id, name: action_name.into_owned(), body: body.to_vec() };
+            let reply = shard.forward(owner, call).await;
+            res.json(reply.status, &mut |out| out.extend_from_slice(&reply.body));
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ActorsBody {
+    name: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    input: Option<String>,
+}
+
+/// Resolves (name, key) on the owning shard and writes the manager API's answer.
+fn resolve(shard: &Shard, name: &str, key: Vec<String>, input: Option<&str>, create: Create, sink: &mut dyn Sink) {
+    let input = match input {
+        None => None,
+        Some(text) => match value::decode_base64_cbor(text) {
+            Ok(value) => Some(value),
+            Err(error) => return sink.error(&RivetError::invalid(format!("Invalid actor input: {error}"))),
+        },
+    };
+    match shard.resolve(name, key, input, create) {
+        Err(error) => sink.error(&error),
+        Ok(None) => sink.json(200, &mut |out| out.extend_from_slice(b"{\"actors\":[]}")),
+        Ok(Some(resolved)) => sink.json(200, &mut |out| match create {
+            Create::Never => {
+                out.extend_from_slice(b"{\"actors\":[");
+                write_actor(out, &resolved.record);
+                out.extend_from_slice(b"]}");
+            }
+            Create::IfAbsent => {
+                out.extend_from_slice(b"{\"actor\":");
+                write_actor(out, &resolved.record);
+                out.extend_from_slice(if resolved.created { b",\"created\":true}" } else { b",\"created\":false}" });
+            }
+            Create::Always => {
+                out.extend_from_slice(b"{\"actor\":");
+                write_actor(out, &resolved.record);
+                out.push(b'}');
+            }
+        }),
+    }
+}
+
+/// Runs action `name` of actor `id` on the owning shard and writes `{"output": ...}` or the error.
+async fn action(shard: &Rc<Shard>, id: ActorId, name: &str, body: &mut [u8], sink: &mut dyn Sink) {
+    let Some(actor) = shard.actor(id) else {
+        return sink.error(&RivetError::actor_not_found(&id.to_string()));
+    };
+    let args = match value::parse_action_body(body) {
+        Ok(args) => args,
+        Err(error) => return sink.error(&RivetError::invalid(format!("Invalid action request body: {error}"))),
+    };
+    let limit = shard.config.limits.action_output_bytes_max;
+    let running = {
+        let mut scratch = shard.scratch.borrow_mut();
+        scratch.clear();
+        match actor.clone().start(name, &args, &mut scratch) {
+            Started::Done(Ok(output)) => return write_output(sink, output, &scratch, limit),
+            Started::Done(Err(failure)) => return write_failure(sink, actor.info().name(), name, failure),
+            Started::Running(future) => future,
+        }
+    };
+    match running.await {
+        Ok(Some(encoded)) => write_output(sink, Output::Written, &encoded, limit),
+        Ok(None) => write_output(sink, Output::Undefined, &[], limit),
+        Err(failure) => write_failure(sink, actor.info().name(), name, failure),
+    }
+}
+
+fn write_output(sink: &mut dyn Sink, output: Output, encoded: &[u8], limit: usize) {
+    match output {
+        Output::Undefined => sink.json(200, &mut |out| out.extend_from_slice(b"{}")),
+        Output::Written if encoded.len() > limit => sink.error(&RivetError::new(
+            400,
+            "message",
+            "outgoing_too_long",
+            "The action's output is too long.",
+        )),
+        Output::Written => sink.json(200, &mut |out| {
+            out.extend_from_slice(b"{\"output\":");
+            out.extend_from_slice(encoded);
+            out.push(b'}');
+        }),
+    }
+}
+
+fn write_failure(sink: &mut dyn Sink, actor: &str, action: &str, failure: Failure) {
+    let error = match failure {
+        Failure::NotFound => RivetError::action_not_found(action),
+        Failure::BadArgs(error) => {
+            RivetError::invalid(format!("Invalid arguments for action '{action}': {error}"))
+        }
+        Failure::Action(error) => {
+            log_internal(action, actor, &error);
+            RivetError::from_action(error)
+        }
+    };
+    sink.error(&error);
+}
+
+/// The actor object of the manager API (§5.1).
+fn write_actor(out: &mut Vec<u8>, record: &pinion_storage::ActorRecord) {
+    out.extend_from_slice(b"{\"actor_id\":\"");
+    out.extend_from_slice(&ActorId(record.id).to_hex());
+    out.extend_from_slice(b"\",\"name\":");
+    write_json_str(out, &record.name);
+    out.extend_from_slice(b",\"key\":");
+    write_json_str(out, &key::serialize(&record.key));
+    out.extend_from_slice(b",\"namespace_id\":\"default\",\"runner_name_selector\":\"default\",\"create_ts\":");
+    out.extend_from_slice(itoa::Buffer::new().format(record.created_ms).as_bytes());
+    out.extend_from_slice(b",\"connectable_ts\":null,\"destroy_ts\":null,\"sleep_ts\":null,\"start_ts\":null}");
+}
+
+/// The body of `GET /metadata` (§2): only logged by the client, but it must be JSON.
+pub(crate) fn metadata_json(registry: &Registry) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"runtime\":\"pinion\",\"version\":\"");
+    out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    out.extend_from_slice(b"\",\"runner\":{\"kind\":{\"normal\":{}}},\"actorNames\":{");
+    for (i, name) in registry.names().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(&mut out, name);
+        out.extend_from_slice(b":{\"metadata\":{}}");
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// CORS preflight (§13): echo the origin and the requested headers.
+fn preflight(req: &Request<'_>, res: &mut Response<'_>) {
+    let origin = req.header("origin").unwrap_or(b"*");
+    let headers = req.header("access-control-request-headers").unwrap_or(b"*");
+    res.send(
+        204,
+        &[
+            ("access-control-allow-origin", origin),
+            ("access-control-allow-credentials", b"true"),
+            ("access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS, PATCH"),
+            ("access-control-allow-headers", headers),
+            ("access-control-max-age", b"86400"),
+        ],
+        b"",
+    );
+}
+
+/// The path below the base path, or `None` when the request is outside it. `base` is
+/// normalised: `/` or a prefix without a trailing slash.
+fn strip_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
+    if base == "/" || base.is_empty() {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(base)?;
+    match rest {
+        "" => Some("/"),
+        _ if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
+}
+
+/// The `key=value` pairs of a query string, percent-decoded (`+` is a space, as
+/// `URLSearchParams` writes it). Pairs that do not decode are skipped.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
+    query.split('&').filter_map(|pair| {
+        let (field, text) = pair.split_once('=').unwrap_or((pair, ""));
+        Some((field, percent_decode(text, true)?))
+    })
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`). `None` if an escape is malformed
+/// or the result is not UTF-8.
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
+    if !text.bytes().any(|b| b == b'%' || (plus_is_space && b == b'+')) {
+        return Some(Cow::Borrowed(text));
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_path_stripping() {
+        assert_eq!(strip_base("/", "/actors"), Some("/actors"));
+        assert_eq!(strip_base("/api/rivet", "/api/rivet/actors"), Some("/actors"));
+        assert_eq!(strip_base("/api/rivet", "/api/rivet"), Some("/"));
+        assert_eq!(strip_base("/api/rivet", "/api/rivets/actors"), None);
+        assert_eq!(strip_base("/api/rivet", "/actors"), None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("abc", true).as_deref(), Some("abc"));
+        assert_eq!(percent_decode("a%2Fb%5C", true).as_deref(), Some("a/b\\"));
+        assert_eq!(percent_decode("a+b", true).as_deref(), Some("a b"));
+        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%F0%9F%98%80", false).as_deref(), Some("😀"));
+        assert_eq!(percent_decode("%zz", false), None);
+        assert_eq!(percent_decode("%2", false), None);
+        assert_eq!(percent_decode("%FF", false), None);
+    }
+
+    #[test]
+    fn error_bodies() {
+        let mut out = Vec::new();
+        RivetError::internal().write_json(&mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"group":"internal","code":"internal_error","message":"Internal error. Read the server logs for more details.","metadata":{}}"#
+        );
+        out.clear();
+        RivetError::duplicate_key("profile", &["a/b".into()]).write_json(&mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"group":"actor","code":"duplicate_key","message":"Actor already exists with name 'profile' and key '[\"a/b\"]'"}"#
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! Starting and stopping a server: one pinned glommio executor per shard, each with its own
+//! SO_REUSEPORT listener on the same address.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use pinion_storage::MemoryStore;
+
+use crate::config::Config;
+use crate::mailbox::{self, Postman};
+use crate::protocol::Gateway;
+use crate::registry::Registry;
+use crate::shard::Shard;
+use crate::sys;
+
+/// Connections waiting in a listener's accept queue, per shard.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A running server. Dropping it does not stop it; call [`Server::stop`].
+pub struct Server {
+    addr: SocketAddr,
+    postman: Postman,
+    executors: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts every shard and returns once all of them listen.
+    pub fn start(registry: Registry, mut config: Config) -> io::Result<Server> {
+        config.base_path = normalise_base_path(&config.base_path)?;
+        let cpus = allowed_cpus()?;
+        let shard_count = config.shards.unwrap_or(cpus.len());
+        if shard_count == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "--shards must be at least 1"));
+        }
+        if let Some(dir) = &config.data_dir {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                io::Error::new(error.kind(), format!("cannot create data dir {}: {error}", dir.display()))
+            })?;
+        }
+
+        // Bind every listener before any shard runs, so that the port (also a port-0 pick) is
+        // shared and the server accepts connections as soon as `start` returns.
+        let first = pinion_net::listener::reuseport_listener(config.listen, LISTEN_BACKLOG)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..shard_count {
+            listeners.push(pinion_net::listener::reuseport_listener(addr, LISTEN_BACKLOG)?);
+        }
+
+        let (mailboxes, postman) = mailbox::wire(shard_count);
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+        let mut executors = Vec::with_capacity(shard_count);
+        for (index, (listener, mailbox)) in listeners.into_iter().zip(mailboxes).enumerate() {
+            let cpu = cpus[index % cpus.len()];
+            let registry = registry.clone();
+            let config = config.clone();
+            let postman = postman.clone();
+            let ready_tx = ready_tx.clone();
+            let fd = listener.into_raw_fd();
+            let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                .name(&format!("shard-{index}"))
+                .spawn(move || async move {
+                    let config = Rc::new(config);
+                    let store = Box::new(MemoryStore::new());
+                    let shard = Rc::new(Shard::new(index, config, &registry, postman, store));
+                    // SAFETY: `fd` is a listening socket we own (from `into_raw_fd` above) and
+                    // nothing else holds it.
+                    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+                    let gateway = Rc::new(Gateway { shard: shard.clone() });
+                    let _ = ready_tx.send(Ok(()));
+                    let accept = accept_loop(listener, gateway, shard.clone());
+                    futures_lite::future::or(accept, shard.clone().run_mailbox(mailbox)).await;
+                    // Stopped: the listener is closed. Give requests in flight a moment to finish.
+                    sys::sleep(Duration::from_millis(50)).await;
+                })
+                .map_err(|error| io::Error::other(format!("cannot start shard {index} on CPU {cpu}: {error}")))?;
+            executors.push(executor);
+        }
+        drop(ready_tx);
+        for _ in 0..shard_count {
+            match ready_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(result) => result?,
+                Err(_) => return Err(io::Error::other("a shard did not start within 10 s")),
+            }
+        }
+        Ok(Server { addr, postman, executors })
+    }
+
+    /// The address every shard listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.executors.len()
+    }
+
+    /// Stops every shard and waits for their threads to end.
+    pub fn stop(self) -> io::Result<()> {
+        self.postman.stop_all();
+        for executor in self.executors {
+            executor.join().map_err(|error| io::Error::other(format!("a shard failed: {error}")))?;
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(listener: glommio::net::TcpListener, gateway: Rc<Gateway>, shard: Rc<Shard>) {
+    let limits = Rc::new(shard.config.http.clone());
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                // Small responses must not wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                let gateway = gateway.clone();
+                let limits = limits.clone();
+                sys::spawn(async move {
+                    if let Err(error) = pinion_net::server::serve(stream, &*gateway, &limits).await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            Err(error) => {
+                // Typically EMFILE: back off instead of spinning on a full descriptor table.
+                tracing::warn!(%error, shard = shard.index, "accept failed");
+                sys::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn normalise_base_path(base: &str) -> io::Result<String> {
+    let trimmed = base.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok("/".into());
+    }
+    if !trimmed.starts_with('/') || trimmed.contains(['?', '#', ' ']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the base path must look like /api/rivet, not {base:?}"),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// The CPUs this process may run on (its affinity mask, which `taskset` sets).
+fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: `cpu_set_t` is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: we pass the size of `set`, which the kernel fills.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `set` was filled by sched_getaffinity; CPU_ISSET reads it within CPU_SETSIZE.
+    let cpus: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect();
+    if cpus.is_empty() {
+        return Err(io::Error::other("the process may run on no CPU"));
+    }
+    Ok(cpus)
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread and in every thread it starts afterwards, so
+/// that [`wait_for_shutdown_signal`] can take them synchronously. Call it first thing in `main`.
+pub fn block_shutdown_signals() -> io::Result<()> {
+    let set = shutdown_signals();
+    // SAFETY: `set` is an initialised sigset; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits until SIGINT or SIGTERM arrives; returns its name.
+pub fn wait_for_shutdown_signal() -> io::Result<&'static str> {
+    let set = shutdown_signals();
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `set` is initialised and `signal` is a valid out pointer.
+    let rc = unsafe { libc::sigwait(&set, &mut signal) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" })
+}
+
+fn shutdown_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before sigaddset reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}

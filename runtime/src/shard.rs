@@ -1,0 +1,290 @@
+//! One shard: the actors it owns, its directory, its store, and its side of the mailbox.
+//!
+//! A shard lives on one pinned glommio executor and is reached only from that thread (`Rc`, no
+//! `Send`). Everything an actor needs is here; other shards reach it only through messages.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use pinion_storage::{ActorRecord, Store};
+
+use crate::actor::{ActorInfo, ActorObject, ActorType};
+use crate::config::Config;
+use crate::mailbox::{Mailbox, Message, Postman, Token};
+use crate::placement::ActorId;
+use crate::protocol::{self, Forwarded, Reply, RivetError};
+use crate::registry::Registry;
+use crate::sys;
+use crate::value::Value;
+
+pub(crate) struct Shard {
+    pub(crate) index: usize,
+    pub(crate) config: Rc<Config>,
+    pub(crate) postman: Postman,
+    types: Vec<Rc<dyn ActorType>>,
+    /// The records of every live (created, not destroyed) actor this shard owns.
+    directory: RefCell<HashMap<ActorId, ActorRecord>>,
+    /// The instances of those actors. Every live actor is awake in this version.
+    actors: RefCell<HashMap<ActorId, Rc<dyn ActorObject>>>,
+    store: RefCell<Box<dyn Store>>,
+    waiters: RefCell<Waiters>,
+    /// The body of `GET /metadata`, built once.
+    pub(crate) metadata_json: Vec<u8>,
+    /// A reusable buffer for encoding outputs; borrowed only between awaits.
+    pub(crate) scratch: RefCell<Vec<u8>>,
+}
+
+/// How a resolve request ended, on the owning shard.
+pub(crate) struct Resolved {
+    pub(crate) record: ActorRecord,
+    pub(crate) created: bool,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        index: usize,
+        config: Rc<Config>,
+        registry: &Registry,
+        postman: Postman,
+        mut store: Box<dyn Store>,
+    ) -> Shard {
+        let types = registry.instantiate();
+        let directory: HashMap<ActorId, ActorRecord> = store
+            .load_directory()
+            .into_iter()
+            .filter(|record| record.destroyed_ms.is_none())
+            .map(|record| (ActorId(record.id), record))
+            .collect();
+        let metadata_json = protocol::metadata_json(registry);
+        let shard = Shard {
+            index,
+            config,
+            postman,
+            types,
+            directory: RefCell::new(directory),
+            actors: RefCell::new(HashMap::new()),
+            store: RefCell::new(store),
+            waiters: RefCell::new(Waiters::default()),
+            metadata_json,
+            scratch: RefCell::new(Vec::new()),
+        };
+        assert!(shard.index < shard.shard_count());
+        shard
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.postman.shard_count()
+    }
+
+    fn actor_type(&self, name: &str) -> Option<&Rc<dyn ActorType>> {
+        self.types.iter().find(|t| t.name() == name)
+    }
+
+    pub(crate) fn has_type(&self, name: &str) -> bool {
+        self.actor_type(name).is_some()
+    }
+
+    /// The running instance of actor `id`, if this shard has it.
+    pub(crate) fn actor(&self, id: ActorId) -> Option<Rc<dyn ActorObject>> {
+        debug_assert_eq!(id.shard(self.shard_count()), self.index, "actor {id} is not ours");
+        self.actors.borrow().get(&id).cloned()
+    }
+
+    pub(crate) fn record(&self, id: ActorId) -> Option<ActorRecord> {
+        self.directory.borrow().get(&id).cloned()
+    }
+
+    /// Creates the actor (name, key) unless it exists. `input` is the creation input, used only
+    /// when the actor is created here.
+    pub(crate) fn resolve(
+        &self,
+        name: &str,
+        key: Vec<String>,
+        input: Option<Value>,
+        create: Create,
+    ) -> Result<Option<Resolved>, RivetError> {
+        let Some(actor_type) = self.actor_type(name).cloned() else {
+            return Err(RivetError::actor_type_unknown(name));
+        };
+        let id = ActorId::derive(name, &crate::key::serialize(&key));
+        debug_assert_eq!(id.shard(self.shard_count()), self.index);
+        if let Some(record) = self.record(id) {
+            if record.name != name || record.key != key {
+                // Two (name, key) pairs hashing to one 64-bit id: astronomically rare, but never
+                // silently hand one actor's state to the other.
+                tracing::error!(%id, name, ?key, other_name = %record.name, other_key = ?record.key, "actor id collision");
+                return Err(RivetError::internal());
+            }
+            return match create {
+                Create::Never | Create::IfAbsent => Ok(Some(Resolved { record, created: false })),
+                Create::Always => Err(RivetError::duplicate_key(name, &key)),
+            };
+        }
+        if create == Create::Never {
+            return Ok(None);
+        }
+        let record = ActorRecord {
+            id: id.0,
+            name: actor_type.name().to_string(),
+            key,
+            created_ms: sys::unix_ms(),
+            destroyed_ms: None,
+        };
+        let info = ActorInfo { name: actor_type.name(), key: record.key.clone(), id };
+        let instance = actor_type.create(info, input).map_err(|error| {
+            protocol::log_internal("create_state", name, &error);
+            RivetError::from_action(error)
+        })?;
+        self.store.borrow_mut().put_actor(&record);
+        self.directory.borrow_mut().insert(id, record.clone());
+        self.actors.borrow_mut().insert(id, instance);
+        Ok(Some(Resolved { record, created: true }))
+    }
+
+    /// Sends `call` to shard `owner` and waits for its reply.
+    pub(crate) async fn forward(self: &Rc<Self>, owner: usize, call: Forwarded) -> Reply {
+        debug_assert_ne!(owner, self.index);
+        let token = {
+            let mut waiters = self.waiters.borrow_mut();
+            if waiters.in_use >= self.config.limits.forwarded_calls_max {
+                return Reply::error(&RivetError::overloaded());
+            }
+            waiters.insert()
+        };
+        self.postman.send(owner, Message::Call { from: self.index, token, call });
+        WaitReply { shard: self.clone(), token }.await
+    }
+
+    /// Serves the mailbox until a `Stop` arrives.
+    pub(crate) async fn run_mailbox(self: Rc<Self>, mailbox: Mailbox) {
+        while let Some(message) = mailbox.recv().await {
+            let mut next = Some(message);
+            // Drain the burst that arrived with this wake-up before parking again.
+            while let Some(message) = next {
+                match message {
+                    Message::Call { from, token, call } => {
+                        let shard = self.clone();
+                        sys::spawn(async move {
+                            let reply = protocol::run_forwarded(&shard, call).await;
+                            shard.postman.send(from, Message::Reply { token, reply });
+                        });
+                    }
+                    Message::Reply { token, reply } => self.waiters.borrow_mut().complete(token, reply),
+                    Message::Stop => return,
+                }
+                next = mailbox.try_recv();
+            }
+        }
+    }
+}
+
+/// Whether a resolve may create the actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// `get`: never create.
+    Never,
+    /// `getOrCreate`.
+    IfAbsent,
+    /// `create`: fail with `actor/duplicate_key` if it exists.
+    Always,
+}
+
+/// Calls this shard forwarded to others, awaiting their replies. A slab indexed by token, so
+/// completing a call is an index, not a hash lookup or an allocation.
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Slot>,
+    free: Vec<Token>,
+    in_use: usize,
+}
+
+enum Slot {
+    Free,
+    Waiting(Option<Waker>),
+    Ready(Reply),
+    /// The awaiting future was dropped (its connection closed); the reply is discarded.
+    Abandoned,
+}
+
+impl Waiters {
+    fn insert(&mut self) -> Token {
+        self.in_use += 1;
+        if let Some(token) = self.free.pop() {
+            self.slots[token as usize] = Slot::Waiting(None);
+            return token;
+        }
+        self.slots.push(Slot::Waiting(None));
+        Token::try_from(self.slots.len() - 1).expect("forwarded_calls_max fits in a token")
+    }
+
+    fn release(&mut self, token: Token) {
+        self.slots[token as usize] = Slot::Free;
+        self.free.push(token);
+        self.in_use -= 1;
+    }
+
+    fn complete(&mut self, token: Token, reply: Reply) {
+        let slot = &mut self.slots[token as usize];
+        match std::mem::replace(slot, Slot::Free) {
+            Slot::Waiting(waker) => {
+                *slot = Slot::Ready(reply);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+            Slot::Abandoned => self.release(token),
+            Slot::Free | Slot::Ready(_) => {
+                // A reply for a token we did not send: a bug in the transport, not bad input.
+                panic!("reply for token {token} that is not awaited");
+            }
+        }
+    }
+}
+
+struct WaitReply {
+    shard: Rc<Shard>,
+    token: Token,
+}
+
+impl Future for WaitReply {
+    type Output = Reply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        let mut waiters = self.shard.waiters.borrow_mut();
+        let slot = &mut waiters.slots[self.token as usize];
+        match slot {
+            Slot::Waiting(waker) => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Slot::Ready(_) => {
+                let Slot::Ready(reply) = std::mem::replace(slot, Slot::Free) else { unreachable!() };
+                waiters.release(self.token);
+                // Leave the slot untouchable by our Drop.
+                drop(waiters);
+                let this = self.get_mut();
+                this.token = Token::MAX;
+                Poll::Ready(reply)
+            }
+            Slot::Free | Slot::Abandoned => panic!("polled a released wait slot"),
+        }
+    }
+}
+
+impl Drop for WaitReply {
+    fn drop(&mut self) {
+        if self.token == Token::MAX {
+            return;
+        }
+        let mut waiters = self.shard.waiters.borrow_mut();
+        match waiters.slots[self.token as usize] {
+            Slot::Waiting(_) => waiters.slots[self.token as usize] = Slot::Abandoned,
+            Slot::Ready(_) => waiters.release(self.token),
+            Slot::Free | Slot::Abandoned => {}
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Helpers for Pinion's end-to-end tests: start a demo server in-process on `127.0.0.1:0`, and
+//! talk to it over real sockets with a small blocking HTTP/1.1 client (httparse as the
+//! response parser, so the server is checked by an independent implementation).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use pinion_runtime::{Config, Server};
+
+/// Starts the demo actor set with `shards` shards on a free port.
+pub fn start(shards: usize) -> Server {
+    start_with(Config { shards: Some(shards), ..test_config() })
+}
+
+pub fn test_config() -> Config {
+    Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() }
+}
+
+pub fn start_with(config: Config) -> Server {
+    Server::start(pinion_demo::registry(), config).expect("server starts")
+}
+
+/// One response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!("body is not JSON ({error}): {:?}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A keep-alive connection.
+pub struct Conn {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn { stream, buffer: Vec::new() }
+    }
+
+    /// Sends raw bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends one request with a body and reads its response.
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n", body.len());
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
+        self.write(&bytes);
+        self.read_reply().expect("a response")
+    }
+
+    pub fn get(&mut self, path: &str) -> Reply {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// Reads one response; `None` if the server closed the connection first.
+    pub fn read_reply(&mut self) -> Option<Reply> {
+        loop {
+            if let Some(reply) = self.parse_buffered() {
+                return Some(reply);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                Err(error) => panic!("read: {error}"),
+            };
+            if n == 0 {
+                assert!(self.buffer.is_empty(), "connection closed mid-response: {:?}", self.buffer);
+                return None;
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// True if the server has closed the connection (reads EOF or a reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+
+    fn parse_buffered(&mut self) -> Option<Reply> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_len = match response.parse(&self.buffer).expect("a valid HTTP response") {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return None,
+        };
+        let status = response.code.unwrap();
+        let headers: Vec<(String, String)> = response
+            .headers
+            .iter()
+            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().expect("numeric content-length"))
+            .unwrap_or(0);
+        if self.buffer.len() < head_len + length {
+            return None;
+        }
+        let body = self.buffer[head_len..head_len + length].to_vec();
+        self.buffer.drain(..head_len + length);
+        Some(Reply { status, headers, body })
+    }
+}
+
+/// A client of the RivetKit HTTP protocol on one connection.
+pub struct Rivet {
+    pub conn: Conn,
+}
+
+impl Rivet {
+    pub fn connect(addr: SocketAddr) -> Rivet {
+        Rivet { conn: Conn::open(addr) }
+    }
+
+    /// `PUT /actors` (getOrCreate); returns the actor id.
+    pub fn get_or_create(&mut self, name: &str, key: &str) -> String {
+        let body = serde_json::json!({"name": name, "key": key}).to_string();
+        let reply = self.conn.request("PUT", "/actors?namespace=default", &[("content-type", "application/json")], body.as_bytes());
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["actor"]["actor_id"].as_str().unwrap().to_string()
+    }
+
+    /// `POST /gateway/{id}/action/{name}` with `args`.
+    pub fn action(&mut self, id: &str, action: &str, args: serde_json::Value) -> Reply {
+        let body = serde_json::json!({ "args": args }).to_string();
+        self.conn.request(
+            "POST",
+            &format!("/gateway/{id}/action/{action}"),
+            &[("content-type", "application/json"), ("x-rivet-encoding", "json")],
+            body.as_bytes(),
+        )
+    }
+
+    /// Calls an action that must succeed; returns its `output`.
+    pub fn call(&mut self, id: &str, action: &str, args: serde_json::Value) -> serde_json::Value {
+        let reply = self.action(id, action, args);
+        assert_eq!(reply.status, 200, "{action}: {}", reply.text());
+        reply.json()["output"].clone()
+    }
+}
