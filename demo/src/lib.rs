@@ -44,11 +44,10 @@ impl Actor for Counter {
         actions
             .action("increment", |c, (amount,): (Option<i64>,)| {
                 let amount = amount.unwrap_or(1);
-                c.state.count = c
-                    .state
-                    .count
-                    .checked_add(amount)
-                    .ok_or_else(|| UserError::new("The count would overflow.").code("overflow"))?;
+                c.state.count =
+                    c.state.count.checked_add(amount).ok_or_else(|| {
+                        UserError::new("The count would overflow.").code("overflow")
+                    })?;
                 // The reference also broadcasts "count"; events arrive with connections.
                 Ok(c.state.count)
             })
@@ -117,13 +116,20 @@ impl Actor for Profile {
                 if !valid {
                     return Err(UserError::new("Name too short")
                         .code("name_too_short")
-                        .metadata(TooShort { min_length: 3, actual })
+                        .metadata(TooShort {
+                            min_length: 3,
+                            actual,
+                        })
                         .into());
                 }
-                let Value::String(name) = name else { unreachable!("checked above") };
+                let Value::String(name) = name else {
+                    unreachable!("checked above")
+                };
                 c.state.name = name;
                 Ok(c.state.name.clone())
             })
-            .action("boom", |_, ()| -> ActionResult<()> { Err(ActionError::internal("secret detail")) });
+            .action("boom", |_, ()| -> ActionResult<()> {
+                Err(ActionError::internal("secret detail"))
+            });
     }
 }

@@ -12,7 +12,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Serves RivetKit's reference actor set (counter, profile, ...) over the RivetKit 2.0 protocol.
 #[derive(Parser)]
-#[command(version, after_help = "Example:\n  pinion-demo --listen 127.0.0.1:6420 --shards 2\n  curl -X PUT 'http://127.0.0.1:6420/actors' -d '{\"name\":\"counter\",\"key\":\"c\"}'")]
+#[command(
+    version,
+    after_help = "Example:\n  pinion-demo --listen 127.0.0.1:6420 --shards 2\n  curl -X PUT 'http://127.0.0.1:6420/actors' -d '{\"name\":\"counter\",\"key\":\"c\"}'"
+)]
 struct Args {
     /// Address every shard listens on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:6420")]
@@ -32,7 +35,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PINION_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PINION_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -25,7 +25,9 @@
 //! Responses are appended to the output buffer and written with one `write` whenever the loop is
 //! about to wait for the peer (no complete request left in the buffer), before an interim
 //! `100 Continue`, or when more than [`OUT_FLUSH_BYTES_MAX`] bytes are pending. Pipelined
-//! requests are therefore answered in order and in as few syscalls as possible.
+//! requests are therefore answered in order and in as few syscalls as possible. The price: while
+//! a later pipelined request's handler is awaiting something, the responses to the requests
+//! before it stay buffered (non-pipelining clients are unaffected).
 //!
 //! # Errors and closing
 //!
@@ -152,6 +154,17 @@ enum Step {
     Slow(Pending),
 }
 
+/// Whether the body of a just-parsed request is already in the buffer.
+enum BodyState {
+    /// The body is complete: `body_len` bytes after the head, and `region_len` bytes in all
+    /// after the head (body plus pipelined bytes; smaller than before for de-chunked bodies).
+    Ready { body_len: usize, region_len: usize },
+    /// The body is still arriving; for chunked bodies, the decoder and the buffer length it left.
+    Pending(Option<(ChunkedDecoder, usize)>),
+    /// The chunked framing is invalid.
+    Invalid(Error),
+}
+
 /// A request whose head is valid and whose body is still arriving.
 struct Pending {
     head_len: usize,
@@ -179,8 +192,8 @@ struct Conn {
 }
 
 impl Conn {
-    /// Reads, parses and answers one request (plus the bytes before it, such as a pipelined
-    /// request's predecessor's leftovers), and says how to go on.
+    /// Reads, parses and answers one request (reading only if the buffer does not already hold
+    /// it), and says how to go on.
     async fn next_request<H: Handler>(
         &mut self,
         handler: &H,
@@ -238,22 +251,36 @@ impl Conn {
             // Impossible for bytes that end with the head's CRLF CRLF; still answered safely.
             Ok(Progress::Partial) => Step::Reject(Error::BadRequest),
             Ok(Progress::Complete(head)) => {
-                let ready = match head.body {
-                    BodyKind::None => Ok(Ok((0, rest_len))),
-                    BodyKind::Length(n) if rest_len >= n => Ok(Ok((n, rest_len))),
-                    BodyKind::Length(_) => Ok(Err(None)),
+                let body = match head.body {
+                    BodyKind::None => BodyState::Ready {
+                        body_len: 0,
+                        region_len: rest_len,
+                    },
+                    BodyKind::Length(n) if rest_len >= n => BodyState::Ready {
+                        body_len: n,
+                        region_len: rest_len,
+                    },
+                    BodyKind::Length(_) => BodyState::Pending(None),
                     BodyKind::Chunked => {
                         let mut decoder = ChunkedDecoder::new(limits);
                         match decoder.decode(rest) {
-                            Err(error) => Err(error),
-                            Ok(Dechunked::Complete { body_len, len }) => Ok(Ok((body_len, len))),
-                            Ok(Dechunked::Partial { len }) => Ok(Err(Some((decoder, len)))),
+                            Err(error) => BodyState::Invalid(error),
+                            Ok(Dechunked::Complete { body_len, len }) => BodyState::Ready {
+                                body_len,
+                                region_len: len,
+                            },
+                            Ok(Dechunked::Partial { len }) => {
+                                BodyState::Pending(Some((decoder, head_len + len)))
+                            }
                         }
                     }
                 };
-                match ready {
-                    Err(error) => Step::Reject(error),
-                    Ok(Ok((body_len, region_len))) => {
+                match body {
+                    BodyState::Invalid(error) => Step::Reject(error),
+                    BodyState::Ready {
+                        body_len,
+                        region_len,
+                    } => {
                         let close =
                             dispatch(handler, &head.request, &mut rest[..body_len], &mut self.out)
                                 .await;
@@ -263,11 +290,11 @@ impl Conn {
                             region_len,
                         }
                     }
-                    Ok(Err(decoding)) => Step::Slow(Pending {
+                    BodyState::Pending(decoder) => Step::Slow(Pending {
                         head_len,
                         body: head.body,
                         expect_continue: head.expect_continue,
-                        decoder: decoding.map(|(decoder, len)| (decoder, head_len + len)),
+                        decoder,
                     }),
                 }
             }

@@ -183,6 +183,10 @@ fn invalid_chunked_bodies_are_rejected() {
         (b"5\nhello\r\n0\r\n\r\n".to_vec(), Error::BadRequest),
         (b"5\r\rhello".to_vec(), Error::BadRequest),
         (b"5\r\nhelloX\r\n0\r\n\r\n".to_vec(), Error::BadRequest),
+        (b"5\r\nhelloX\n0\r\n\r\n".to_vec(), Error::BadRequest),
+        (b"5\r\nhello\rX0\r\n\r\n".to_vec(), Error::BadRequest),
+        (b"5\r\nhello\r\n0\rX\r\n".to_vec(), Error::BadRequest),
+        (b"5\r\nhello\r\n0\r\n\rX".to_vec(), Error::BadRequest),
         (b"5\r\nhello\n0\r\n\r\n".to_vec(), Error::BadRequest),
         (b"5\r\nhello\r\r".to_vec(), Error::BadRequest),
         (

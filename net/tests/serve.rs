@@ -563,3 +563,53 @@ fn methods_map_to_variants() {
         assert!(body.starts_with(&format!("{m} {v:?} ")), "{body}");
     }
 }
+
+#[test]
+fn mutated_traffic_never_takes_the_server_down() {
+    // Deterministic xorshift so failures reproduce.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let bases: [&[u8]; 4] = [
+        b"GET /info?x=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;e\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+        b"PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+    ];
+    for small in [false, true] {
+        let addr = server(small);
+        for _ in 0..100 {
+            let mut input = Vec::new();
+            for _ in 0..1 + next() % 3 {
+                input.extend_from_slice(bases[(next() % 4) as usize]);
+            }
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % input.len();
+                match next() % 3 {
+                    0 => input[at] = next() as u8,
+                    1 => input.insert(at, b"\r\n :\x00"[(next() % 5) as usize]),
+                    _ => {
+                        input.remove(at);
+                    }
+                }
+            }
+            let mut c = Client::connect(addr);
+            c.send(&input);
+            c.stream.shutdown(Shutdown::Write).unwrap();
+            // Whatever came back must be well-formed responses, and the server must close.
+            while c.read_more() {}
+            let text = String::from_utf8_lossy(&c.buf).into_owned();
+            if !c.buf.is_empty() {
+                assert!(text.starts_with("HTTP/1.1 "), "{text:?} for {input:?}");
+            }
+        }
+        // Still serving.
+        let mut c = Client::connect(addr);
+        c.send(b"GET /echo HTTP/1.1\r\n\r\n");
+        assert_eq!(c.response().status, 200);
+    }
+}

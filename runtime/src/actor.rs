@@ -2,8 +2,14 @@
 //!
 //! An actor type implements [`Actor`] and registers its actions in [`Actor::actions`]:
 //!
-//! ```ignore
+//! ```
+//! use pinion_runtime::{ActionResult, Actions, Actor, ActorInfo, Value};
+//!
 //! struct Counter;
+//! struct CounterState {
+//!     count: i64,
+//! }
+//!
 //! impl Actor for Counter {
 //!     const NAME: &'static str = "counter";
 //!     type State = CounterState;
@@ -11,15 +17,19 @@
 //!     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<CounterState> {
 //!         Ok(CounterState { count: 0 })
 //!     }
+//!     fn create_vars(_: &ActorInfo, _: &CounterState) {}
 //!     fn actions(actions: &mut Actions<Self>) {
 //!         actions
 //!             .action("increment", |c, (amount,): (Option<i64>,)| {
 //!                 c.state.count += amount.unwrap_or(1);
 //!                 Ok(c.state.count)
 //!             })
-//!             .action_async("slowDouble", |c, (x,): (i64,)| async move {
-//!                 some_io().await;
-//!                 Ok(c.state_mut(|s| { s.count += x; s.count }))
+//!             .action_async("addLater", |c, (x,): (i64,)| async move {
+//!                 // ... await something here; other actions of this actor run meanwhile ...
+//!                 Ok(c.state_mut(|s| {
+//!                     s.count += x;
+//!                     s.count
+//!                 }))
 //!             });
 //!     }
 //! }
@@ -111,7 +121,11 @@ pub struct UserError {
 
 impl UserError {
     pub fn new(message: impl Into<String>) -> UserError {
-        UserError { code: "user_error".into(), message: message.into(), metadata: None }
+        UserError {
+            code: "user_error".into(),
+            message: message.into(),
+            metadata: None,
+        }
     }
 
     pub fn code(mut self, code: impl Into<String>) -> UserError {
@@ -188,7 +202,9 @@ impl<A: Actor> ActionCtx<'_, A> {
     }
     /// An owned handle to this actor, e.g. to move into a spawned task.
     pub fn handle(&self) -> Ctx<A> {
-        Ctx { cell: self.cell.clone() }
+        Ctx {
+            cell: self.cell.clone(),
+        }
     }
 }
 
@@ -200,7 +216,9 @@ pub struct Ctx<A: Actor> {
 
 impl<A: Actor> Clone for Ctx<A> {
     fn clone(&self) -> Self {
-        Ctx { cell: self.cell.clone() }
+        Ctx {
+            cell: self.cell.clone(),
+        }
     }
 }
 
@@ -288,13 +306,16 @@ pub(crate) enum Output {
     Undefined,
 }
 
+/// A running asynchronous action. On success it yields the tagged JSON of its output (`None` for
+/// `undefined`).
+pub(crate) type Running = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, Failure>>>>;
+
 /// An action started on an actor.
 pub(crate) enum Started {
     /// A synchronous action ran to completion; on success its output is in the caller's buffer.
     Done(Result<Output, Failure>),
-    /// An asynchronous action is running. On success it yields the tagged JSON of its output
-    /// (`None` for `undefined`).
-    Running(Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, Failure>>>>),
+    /// An asynchronous action is running.
+    Running(Running),
 }
 
 /// An action failure as the protocol layer sees it.
@@ -307,12 +328,7 @@ pub(crate) enum Failure {
 
 type SyncHandler<A> =
     Box<dyn Fn(&Rc<ActorCell<A>>, &ArgList<'_>, &mut Vec<u8>) -> Result<Output, Failure>>;
-type AsyncHandler<A> = Box<
-    dyn Fn(
-        &Rc<ActorCell<A>>,
-        &ArgList<'_>,
-    ) -> Result<Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, Failure>>>>, Failure>,
->;
+type AsyncHandler<A> = Box<dyn Fn(&Rc<ActorCell<A>>, &ArgList<'_>) -> Result<Running, Failure>>;
 
 enum Handler<A: Actor> {
     Sync(SyncHandler<A>),
@@ -335,13 +351,18 @@ impl<A: Actor> Actions<A> {
     {
         let handler = move |cell: &Rc<ActorCell<A>>, args: &ArgList<'_>, out: &mut Vec<u8>| {
             let args = Args::from_args(args).map_err(Failure::BadArgs)?;
-            let (Ok(mut state), Ok(mut vars)) = (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
+            let (Ok(mut state), Ok(mut vars)) =
+                (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
             else {
                 return Err(Failure::Action(ActionError::internal(
                     "state is borrowed by a closure that is still running",
                 )));
             };
-            let mut ctx = ActionCtx { state: &mut *state, vars: &mut *vars, cell };
+            let mut ctx = ActionCtx {
+                state: &mut *state,
+                vars: &mut *vars,
+                cell,
+            };
             match catch_unwind(AssertUnwindSafe(|| f(&mut ctx, args))) {
                 Ok(Ok(result)) => encode(&result, out),
                 Ok(Err(error)) => Err(Failure::Action(error)),
@@ -349,7 +370,11 @@ impl<A: Actor> Actions<A> {
             }
         };
         let previous = self.handlers.insert(name, Handler::Sync(Box::new(handler)));
-        assert!(previous.is_none(), "action {name} of {} registered twice", A::NAME);
+        assert!(
+            previous.is_none(),
+            "action {name} of {} registered twice",
+            A::NAME
+        );
         self
     }
 
@@ -386,8 +411,14 @@ impl<A: Actor> Actions<A> {
             });
             Ok(future)
         };
-        let previous = self.handlers.insert(name, Handler::Async(Box::new(handler)));
-        assert!(previous.is_none(), "action {name} of {} registered twice", A::NAME);
+        let previous = self
+            .handlers
+            .insert(name, Handler::Async(Box::new(handler)));
+        assert!(
+            previous.is_none(),
+            "action {name} of {} registered twice",
+            A::NAME
+        );
         self
     }
 
@@ -480,10 +511,14 @@ pub(crate) struct TypeOf<A: Actor> {
 
 impl<A: Actor> TypeOf<A> {
     pub(crate) fn build() -> Rc<dyn ActorType> {
-        let mut actions = Actions { handlers: HashMap::new() };
+        let mut actions = Actions {
+            handlers: HashMap::new(),
+        };
         A::actions(&mut actions);
         tracing::debug!(actor = A::NAME, actions = ?actions.names().collect::<Vec<_>>(), "registered");
-        Rc::new(TypeOf::<A> { actions: Rc::new(actions) })
+        Rc::new(TypeOf::<A> {
+            actions: Rc::new(actions),
+        })
     }
 }
 

@@ -36,7 +36,9 @@ pub fn parse(text: &str) -> Result<Vec<String>, KeyError> {
             '\\' => match chars.next() {
                 Some('\\') => part.push('\\'),
                 Some('/') => part.push('/'),
-                Some('0') if part.is_empty() && !part_is_empty_marker => part_is_empty_marker = true,
+                Some('0') if part.is_empty() && !part_is_empty_marker => {
+                    part_is_empty_marker = true
+                }
                 _ => return Err(KeyError::BadEscape),
             },
             '/' => {
@@ -123,8 +125,14 @@ mod tests {
         assert_eq!(parse("a\\"), Err(KeyError::BadEscape));
         assert_eq!(parse("\\0x"), Err(KeyError::BadEscape));
         assert_eq!(parse("\\0\\0"), Err(KeyError::BadEscape));
-        assert_eq!(parse(&"a".repeat(KEY_BYTES_MAX + 1)), Err(KeyError::TooLong));
-        assert_eq!(parse(&"/".repeat(KEY_PARTS_MAX + 1)), Err(KeyError::TooManyParts));
+        assert_eq!(
+            parse(&"a".repeat(KEY_BYTES_MAX + 1)),
+            Err(KeyError::TooLong)
+        );
+        assert_eq!(
+            parse(&"/".repeat(KEY_PARTS_MAX + 1)),
+            Err(KeyError::TooManyParts)
+        );
     }
 
     #[test]

@@ -19,7 +19,11 @@ pub(crate) type Token = u32;
 
 pub(crate) enum Message {
     /// Run `call` on the receiving (owning) shard and send the reply to shard `from`.
-    Call { from: usize, token: Token, call: Forwarded },
+    Call {
+        from: usize,
+        token: Token,
+        call: Forwarded,
+    },
     /// The reply to the call `token` this shard sent earlier.
     Reply { token: Token, reply: Reply },
     /// Stop accepting work and shut the shard down.
@@ -42,7 +46,10 @@ pub(crate) struct Postman {
 pub(crate) fn wire(shard_count: usize) -> (Vec<Mailbox>, Postman) {
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..shard_count).map(|_| flume::unbounded()).unzip();
-    let mailboxes = receivers.into_iter().map(|inbox| Mailbox { inbox }).collect();
+    let mailboxes = receivers
+        .into_iter()
+        .map(|inbox| Mailbox { inbox })
+        .collect();
     (mailboxes, Postman { inboxes: senders })
 }
 

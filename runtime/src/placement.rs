@@ -91,8 +91,14 @@ mod tests {
 
     #[test]
     fn ids_are_deterministic_and_distinct() {
-        assert_eq!(ActorId::derive("counter", "a"), ActorId::derive("counter", "a"));
-        assert_ne!(ActorId::derive("counter", "a"), ActorId::derive("counter", "b"));
+        assert_eq!(
+            ActorId::derive("counter", "a"),
+            ActorId::derive("counter", "a")
+        );
+        assert_ne!(
+            ActorId::derive("counter", "a"),
+            ActorId::derive("counter", "b")
+        );
         // The separator keeps (name, key) pairs apart that concatenate to the same bytes.
         assert_ne!(ActorId::derive("ab", "c"), ActorId::derive("a", "bc"));
     }

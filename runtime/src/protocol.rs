@@ -45,8 +45,19 @@ pub struct RivetError {
 }
 
 impl RivetError {
-    fn new(status: u16, group: &'static str, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        RivetError { status, group, code: Cow::Borrowed(code), message: message.into(), metadata: None }
+    fn new(
+        status: u16,
+        group: &'static str,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        RivetError {
+            status,
+            group,
+            code: Cow::Borrowed(code),
+            message: message.into(),
+            metadata: None,
+        }
     }
 
     /// The masked form of every non-public error.
@@ -74,7 +85,12 @@ impl RivetError {
     }
 
     pub(crate) fn actor_type_unknown(name: &str) -> RivetError {
-        RivetError::new(400, "actor", "not_found", format!("No actor type named '{name}' is registered."))
+        RivetError::new(
+            400,
+            "actor",
+            "not_found",
+            format!("No actor type named '{name}' is registered."),
+        )
     }
 
     pub(crate) fn duplicate_key(name: &str, key: &[String]) -> RivetError {
@@ -87,7 +103,12 @@ impl RivetError {
     }
 
     pub(crate) fn overloaded() -> RivetError {
-        RivetError::new(503, "actor", "overloaded", "The server is overloaded; retry later.")
+        RivetError::new(
+            503,
+            "actor",
+            "overloaded",
+            "The server is overloaded; retry later.",
+        )
     }
 
     fn action_not_found(name: &str) -> RivetError {
@@ -135,11 +156,20 @@ pub(crate) fn log_internal(what: &str, actor: &str, error: &ActionError) {
 /// Work that runs on the owning shard on behalf of another shard.
 pub(crate) enum Forwarded {
     /// `PUT/POST/GET /actors` by name and key. The reply is the complete response body.
-    Resolve { name: String, key: Vec<String>, input: Option<String>, create: Create },
+    Resolve {
+        name: String,
+        key: Vec<String>,
+        input: Option<String>,
+        create: Create,
+    },
     /// One id of `GET /actors?actor_ids=`: the reply body is the actor object, or empty if absent.
     Lookup { id: ActorId },
     /// `POST /gateway/{id}/action/{name}`, with its raw body.
-    Action { id: ActorId, name: String, body: Vec<u8> },
+    Action {
+        id: ActorId,
+        name: String,
+        body: Vec<u8>,
+    },
 }
 
 /// The owning shard's answer to a [`Forwarded`] call: a status and a JSON body.
@@ -150,7 +180,10 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn error(error: &RivetError) -> Reply {
-        let mut reply = Reply { status: error.status, body: Vec::new() };
+        let mut reply = Reply {
+            status: error.status,
+            body: Vec::new(),
+        };
         error.write_json(&mut reply.body);
         reply
     }
@@ -181,18 +214,26 @@ impl Sink for Reply {
 
 /// Runs a forwarded call on this (the owning) shard.
 pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
-    let mut reply = Reply { status: 500, body: Vec::new() };
+    let mut reply = Reply {
+        status: 500,
+        body: Vec::new(),
+    };
     match call {
-        Forwarded::Resolve { name, key, input, create } => {
-            resolve(shard, &name, key, input.as_deref(), create, &mut reply)
-        }
+        Forwarded::Resolve {
+            name,
+            key,
+            input,
+            create,
+        } => resolve(shard, &name, key, input.as_deref(), create, &mut reply),
         Forwarded::Lookup { id } => {
             reply.status = 200;
             if let Some(record) = shard.record(id) {
                 write_actor(&mut reply.body, &record);
             }
         }
-        Forwarded::Action { id, name, mut body } => action(shard, id, &name, &mut body, &mut reply).await,
+        Forwarded::Action { id, name, mut body } => {
+            action(shard, id, &name, &mut body, &mut reply).await
+        }
     }
     reply
 }
@@ -215,11 +256,21 @@ impl Handler for Gateway {
             (Method::Get, "/health") => res.send(
                 200,
                 JSON_HEADERS,
-                concat!("{\"status\":\"ok\",\"runtime\":\"pinion\",\"version\":\"", env!("CARGO_PKG_VERSION"), "\"}")
-                    .as_bytes(),
+                concat!(
+                    "{\"status\":\"ok\",\"runtime\":\"pinion\",\"version\":\"",
+                    env!("CARGO_PKG_VERSION"),
+                    "\"}"
+                )
+                .as_bytes(),
             ),
-            (Method::Get, "/") => res.send(200, TEXT_HEADERS, b"This is a Pinion server (RivetKit 2.0 protocol).\n"),
-            (Method::Put | Method::Post | Method::Get, "/actors") => self.actors(req, body, res).await,
+            (Method::Get, "/") => res.send(
+                200,
+                TEXT_HEADERS,
+                b"This is a Pinion server (RivetKit 2.0 protocol).\n",
+            ),
+            (Method::Put | Method::Post | Method::Get, "/actors") => {
+                self.actors(req, body, res).await
+            }
             _ => match path.strip_prefix("/gateway/") {
                 Some(rest) => self.gateway(req, rest, body, res).await,
                 None => res.send(404, TEXT_HEADERS, b"Not Found (Pinion)"),
@@ -246,9 +297,16 @@ impl Gateway {
                     }
                 }
                 let Some(name) = name else {
-                    return res.error(&RivetError::invalid("`GET /actors` needs `name` and `key`, or `actor_ids`."));
+                    return res.error(&RivetError::invalid(
+                        "`GET /actors` needs `name` and `key`, or `actor_ids`.",
+                    ));
                 };
-                (name.into_owned(), key.map(Cow::into_owned), None, Create::Never)
+                (
+                    name.into_owned(),
+                    key.map(Cow::into_owned),
+                    None,
+                    Create::Never,
+                )
             }
             _ => {
                 if body.len() > shard.config.limits.manager_body_bytes_max {
@@ -261,16 +319,28 @@ impl Gateway {
                 }
                 let parsed: ActorsBody = match simd_json::serde::from_slice(body) {
                     Ok(parsed) => parsed,
-                    Err(error) => return res.error(&RivetError::invalid(format!("Invalid request body: {error}"))),
+                    Err(error) => {
+                        return res.error(&RivetError::invalid(format!(
+                            "Invalid request body: {error}"
+                        )));
+                    }
                 };
-                let create = if req.method == Method::Put { Create::IfAbsent } else { Create::Always };
+                let create = if req.method == Method::Put {
+                    Create::IfAbsent
+                } else {
+                    Create::Always
+                };
                 (parsed.name, parsed.key, parsed.input, create)
             }
         };
         let key = match key {
             Some(text) => match key::parse(&text) {
                 Ok(parts) => parts,
-                Err(error) => return res.error(&RivetError::invalid(format!("Invalid actor key: {error:?}"))),
+                Err(error) => {
+                    return res.error(&RivetError::invalid(format!(
+                        "Invalid actor key: {error:?}"
+                    )));
+                }
             },
             // `create` without a key gets a random one, as in the reference.
             None if create == Create::Always => vec![format!("{:016x}", crate::sys::random_u64())],
@@ -283,7 +353,17 @@ impl Gateway {
         if owner == shard.index {
             resolve(shard, &name, key, input.as_deref(), create, res);
         } else {
-            let reply = shard.forward(owner, Forwarded::Resolve { name, key, input, create }).await;
+            let reply = shard
+                .forward(
+                    owner,
+                    Forwarded::Resolve {
+                        name,
+                        key,
+                        input,
+                        create,
+                    },
+                )
+                .await;
             res.json(reply.status, &mut |out| out.extend_from_slice(&reply.body));
         }
     }
@@ -303,7 +383,9 @@ impl Gateway {
         let mut first = true;
         for text in ids {
             // An id we could not have issued names no actor: an empty result, not an error.
-            let Some(id) = ActorId::parse(text) else { continue };
+            let Some(id) = ActorId::parse(text) else {
+                continue;
+            };
             let owner = id.shard(shard.shard_count());
             let before = list.len();
             if !first {
@@ -332,7 +414,13 @@ impl Gateway {
     }
 
     /// `/gateway/{id}/...`.
-    async fn gateway(&self, req: &Request<'_>, rest: &str, body: &mut [u8], res: &mut Response<'_>) {
+    async fn gateway(
+        &self,
+        req: &Request<'_>,
+        rest: &str,
+        body: &mut [u8],
+        res: &mut Response<'_>,
+    ) {
         let shard = &self.shard;
         let (id_text, route) = rest.split_once('/').unwrap_or((rest, ""));
         // The reference also accepts `{id}@{token}`; the token is not checked there either.
@@ -347,7 +435,9 @@ impl Gateway {
             return res.error(&RivetError::invalid("Actions are called with POST."));
         }
         let Some(action_name) = percent_decode(action_name, false) else {
-            return res.error(&RivetError::invalid("The action name is not valid percent-encoded UTF-8."));
+            return res.error(&RivetError::invalid(
+                "The action name is not valid percent-encoded UTF-8.",
+            ));
         };
         match req.header("x-rivet-encoding") {
             None | Some(b"json") => {}
@@ -364,7 +454,12 @@ impl Gateway {
             // Connection params reach hooks with the realtime layer; they must parse already.
             let mut params = params.to_vec();
             if simd_json::to_borrowed_value(&mut params).is_err() {
-                return res.error(&RivetError::new(400, "params", "invalid", "Invalid connection params."));
+                return res.error(&RivetError::new(
+                    400,
+                    "params",
+                    "invalid",
+                    "Invalid connection params.",
+                ));
             }
         }
         if body.len() > shard.config.limits.action_body_bytes_max {
@@ -379,7 +474,11 @@ impl Gateway {
         if owner == shard.index {
             action(shard, id, &action_name, body, res).await;
         } else {
-            let call = Forwarded::Action { id, name: action_name.into_owned(), body: body.to_vec() };
+            let call = Forwarded::Action {
+                id,
+                name: action_name.into_owned(),
+                body: body.to_vec(),
+            };
             let reply = shard.forward(owner, call).await;
             res.json(reply.status, &mut |out| out.extend_from_slice(&reply.body));
         }
@@ -396,12 +495,23 @@ struct ActorsBody {
 }
 
 /// Resolves (name, key) on the owning shard and writes the manager API's answer.
-fn resolve(shard: &Shard, name: &str, key: Vec<String>, input: Option<&str>, create: Create, sink: &mut dyn Sink) {
+fn resolve(
+    shard: &Shard,
+    name: &str,
+    key: Vec<String>,
+    input: Option<&str>,
+    create: Create,
+    sink: &mut dyn Sink,
+) {
     let input = match input {
         None => None,
         Some(text) => match value::decode_base64_cbor(text) {
             Ok(value) => Some(value),
-            Err(error) => return sink.error(&RivetError::invalid(format!("Invalid actor input: {error}"))),
+            Err(error) => {
+                return sink.error(&RivetError::invalid(format!(
+                    "Invalid actor input: {error}"
+                )));
+            }
         },
     };
     match shard.resolve(name, key, input, create) {
@@ -416,7 +526,11 @@ fn resolve(shard: &Shard, name: &str, key: Vec<String>, input: Option<&str>, cre
             Create::IfAbsent => {
                 out.extend_from_slice(b"{\"actor\":");
                 write_actor(out, &resolved.record);
-                out.extend_from_slice(if resolved.created { b",\"created\":true}" } else { b",\"created\":false}" });
+                out.extend_from_slice(if resolved.created {
+                    b",\"created\":true}"
+                } else {
+                    b",\"created\":false}"
+                });
             }
             Create::Always => {
                 out.extend_from_slice(b"{\"actor\":");
@@ -434,7 +548,11 @@ async fn action(shard: &Rc<Shard>, id: ActorId, name: &str, body: &mut [u8], sin
     };
     let args = match value::parse_action_body(body) {
         Ok(args) => args,
-        Err(error) => return sink.error(&RivetError::invalid(format!("Invalid action request body: {error}"))),
+        Err(error) => {
+            return sink.error(&RivetError::invalid(format!(
+                "Invalid action request body: {error}"
+            )));
+        }
     };
     let limit = shard.config.limits.action_output_bytes_max;
     let running = {
@@ -442,7 +560,9 @@ async fn action(shard: &Rc<Shard>, id: ActorId, name: &str, body: &mut [u8], sin
         scratch.clear();
         match actor.clone().start(name, &args, &mut scratch) {
             Started::Done(Ok(output)) => return write_output(sink, output, &scratch, limit),
-            Started::Done(Err(failure)) => return write_failure(sink, actor.info().name(), name, failure),
+            Started::Done(Err(failure)) => {
+                return write_failure(sink, actor.info().name(), name, failure);
+            }
             Started::Running(future) => future,
         }
     };
@@ -492,9 +612,13 @@ fn write_actor(out: &mut Vec<u8>, record: &pinion_storage::ActorRecord) {
     write_json_str(out, &record.name);
     out.extend_from_slice(b",\"key\":");
     write_json_str(out, &key::serialize(&record.key));
-    out.extend_from_slice(b",\"namespace_id\":\"default\",\"runner_name_selector\":\"default\",\"create_ts\":");
+    out.extend_from_slice(
+        b",\"namespace_id\":\"default\",\"runner_name_selector\":\"default\",\"create_ts\":",
+    );
     out.extend_from_slice(itoa::Buffer::new().format(record.created_ms).as_bytes());
-    out.extend_from_slice(b",\"connectable_ts\":null,\"destroy_ts\":null,\"sleep_ts\":null,\"start_ts\":null}");
+    out.extend_from_slice(
+        b",\"connectable_ts\":null,\"destroy_ts\":null,\"sleep_ts\":null,\"start_ts\":null}",
+    );
 }
 
 /// The body of `GET /metadata` (§2): only logged by the client, but it must be JSON.
@@ -523,7 +647,10 @@ fn preflight(req: &Request<'_>, res: &mut Response<'_>) {
         &[
             ("access-control-allow-origin", origin),
             ("access-control-allow-credentials", b"true"),
-            ("access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS, PATCH"),
+            (
+                "access-control-allow-methods",
+                b"GET, POST, PUT, DELETE, OPTIONS, PATCH",
+            ),
             ("access-control-allow-headers", headers),
             ("access-control-max-age", b"86400"),
         ],
@@ -557,7 +684,10 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
 /// Decodes `%XX` escapes (and `+` as space when `plus_is_space`). `None` if an escape is malformed
 /// or the result is not UTF-8.
 pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
-    if !text.bytes().any(|b| b == b'%' || (plus_is_space && b == b'+')) {
+    if !text
+        .bytes()
+        .any(|b| b == b'%' || (plus_is_space && b == b'+'))
+    {
         return Some(Cow::Borrowed(text));
     }
     let bytes = text.as_bytes();
@@ -591,7 +721,10 @@ mod tests {
     #[test]
     fn base_path_stripping() {
         assert_eq!(strip_base("/", "/actors"), Some("/actors"));
-        assert_eq!(strip_base("/api/rivet", "/api/rivet/actors"), Some("/actors"));
+        assert_eq!(
+            strip_base("/api/rivet", "/api/rivet/actors"),
+            Some("/actors")
+        );
         assert_eq!(strip_base("/api/rivet", "/api/rivet"), Some("/"));
         assert_eq!(strip_base("/api/rivet", "/api/rivets/actors"), None);
         assert_eq!(strip_base("/api/rivet", "/actors"), None);

@@ -8,8 +8,11 @@ use crate::actor::{Actor, ActorType, TypeOf};
 /// copy of each type's action table at start (nothing is shared between shards).
 #[derive(Clone, Default)]
 pub struct Registry {
-    types: Vec<(&'static str, fn() -> Rc<dyn ActorType>)>,
+    types: Vec<(&'static str, BuildType)>,
 }
+
+/// Builds one shard's instance of an actor type.
+type BuildType = fn() -> Rc<dyn ActorType>;
 
 impl Registry {
     pub fn new() -> Registry {

@@ -35,11 +35,17 @@ impl Server {
         let cpus = allowed_cpus()?;
         let shard_count = config.shards.unwrap_or(cpus.len());
         if shard_count == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "--shards must be at least 1"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--shards must be at least 1",
+            ));
         }
         if let Some(dir) = &config.data_dir {
             std::fs::create_dir_all(dir).map_err(|error| {
-                io::Error::new(error.kind(), format!("cannot create data dir {}: {error}", dir.display()))
+                io::Error::new(
+                    error.kind(),
+                    format!("cannot create data dir {}: {error}", dir.display()),
+                )
             })?;
         }
 
@@ -49,7 +55,10 @@ impl Server {
         let addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..shard_count {
-            listeners.push(pinion_net::listener::reuseport_listener(addr, LISTEN_BACKLOG)?);
+            listeners.push(pinion_net::listener::reuseport_listener(
+                addr,
+                LISTEN_BACKLOG,
+            )?);
         }
 
         let (mailboxes, postman) = mailbox::wire(shard_count);
@@ -71,14 +80,18 @@ impl Server {
                     // SAFETY: `fd` is a listening socket we own (from `into_raw_fd` above) and
                     // nothing else holds it.
                     let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-                    let gateway = Rc::new(Gateway { shard: shard.clone() });
+                    let gateway = Rc::new(Gateway {
+                        shard: shard.clone(),
+                    });
                     let _ = ready_tx.send(Ok(()));
                     let accept = accept_loop(listener, gateway, shard.clone());
                     futures_lite::future::or(accept, shard.clone().run_mailbox(mailbox)).await;
                     // Stopped: the listener is closed. Give requests in flight a moment to finish.
                     sys::sleep(Duration::from_millis(50)).await;
                 })
-                .map_err(|error| io::Error::other(format!("cannot start shard {index} on CPU {cpu}: {error}")))?;
+                .map_err(|error| {
+                    io::Error::other(format!("cannot start shard {index} on CPU {cpu}: {error}"))
+                })?;
             executors.push(executor);
         }
         drop(ready_tx);
@@ -88,7 +101,11 @@ impl Server {
                 Err(_) => return Err(io::Error::other("a shard did not start within 10 s")),
             }
         }
-        Ok(Server { addr, postman, executors })
+        Ok(Server {
+            addr,
+            postman,
+            executors,
+        })
     }
 
     /// The address every shard listens on.
@@ -104,7 +121,9 @@ impl Server {
     pub fn stop(self) -> io::Result<()> {
         self.postman.stop_all();
         for executor in self.executors {
-            executor.join().map_err(|error| io::Error::other(format!("a shard failed: {error}")))?;
+            executor
+                .join()
+                .map_err(|error| io::Error::other(format!("a shard failed: {error}")))?;
         }
         Ok(())
     }
@@ -120,7 +139,8 @@ async fn accept_loop(listener: glommio::net::TcpListener, gateway: Rc<Gateway>, 
                 let gateway = gateway.clone();
                 let limits = limits.clone();
                 sys::spawn(async move {
-                    if let Err(error) = pinion_net::server::serve(stream, &*gateway, &limits).await {
+                    if let Err(error) = pinion_net::server::serve(stream, &*gateway, &limits).await
+                    {
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 });
@@ -153,13 +173,15 @@ fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: `cpu_set_t` is plain data; zeroed is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: we pass the size of `set`, which the kernel fills.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `set` was filled by sched_getaffinity; CPU_ISSET reads it within CPU_SETSIZE.
-    let cpus: Vec<usize> =
-        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect();
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
     if cpus.is_empty() {
         return Err(io::Error::other("the process may run on no CPU"));
     }
@@ -187,7 +209,11 @@ pub fn wait_for_shutdown_signal() -> io::Result<&'static str> {
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
-    Ok(if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" })
+    Ok(if signal == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    })
 }
 
 fn shutdown_signals() -> libc::sigset_t {

@@ -90,7 +90,11 @@ impl Shard {
 
     /// The running instance of actor `id`, if this shard has it.
     pub(crate) fn actor(&self, id: ActorId) -> Option<Rc<dyn ActorObject>> {
-        debug_assert_eq!(id.shard(self.shard_count()), self.index, "actor {id} is not ours");
+        debug_assert_eq!(
+            id.shard(self.shard_count()),
+            self.index,
+            "actor {id} is not ours"
+        );
         self.actors.borrow().get(&id).cloned()
     }
 
@@ -120,7 +124,10 @@ impl Shard {
                 return Err(RivetError::internal());
             }
             return match create {
-                Create::Never | Create::IfAbsent => Ok(Some(Resolved { record, created: false })),
+                Create::Never | Create::IfAbsent => Ok(Some(Resolved {
+                    record,
+                    created: false,
+                })),
                 Create::Always => Err(RivetError::duplicate_key(name, &key)),
             };
         }
@@ -134,7 +141,11 @@ impl Shard {
             created_ms: sys::unix_ms(),
             destroyed_ms: None,
         };
-        let info = ActorInfo { name: actor_type.name(), key: record.key.clone(), id };
+        let info = ActorInfo {
+            name: actor_type.name(),
+            key: record.key.clone(),
+            id,
+        };
         let instance = actor_type.create(info, input).map_err(|error| {
             protocol::log_internal("create_state", name, &error);
             RivetError::from_action(error)
@@ -142,7 +153,10 @@ impl Shard {
         self.store.borrow_mut().put_actor(&record);
         self.directory.borrow_mut().insert(id, record.clone());
         self.actors.borrow_mut().insert(id, instance);
-        Ok(Some(Resolved { record, created: true }))
+        Ok(Some(Resolved {
+            record,
+            created: true,
+        }))
     }
 
     /// Sends `call` to shard `owner` and waits for its reply.
@@ -155,8 +169,19 @@ impl Shard {
             }
             waiters.insert()
         };
-        self.postman.send(owner, Message::Call { from: self.index, token, call });
-        WaitReply { shard: self.clone(), token }.await
+        self.postman.send(
+            owner,
+            Message::Call {
+                from: self.index,
+                token,
+                call,
+            },
+        );
+        WaitReply {
+            shard: self.clone(),
+            token,
+        }
+        .await
     }
 
     /// Serves the mailbox until a `Stop` arrives.
@@ -173,7 +198,9 @@ impl Shard {
                             shard.postman.send(from, Message::Reply { token, reply });
                         });
                     }
-                    Message::Reply { token, reply } => self.waiters.borrow_mut().complete(token, reply),
+                    Message::Reply { token, reply } => {
+                        self.waiters.borrow_mut().complete(token, reply)
+                    }
                     Message::Stop => return,
                 }
                 next = mailbox.try_recv();
@@ -262,7 +289,9 @@ impl Future for WaitReply {
                 Poll::Pending
             }
             Slot::Ready(_) => {
-                let Slot::Ready(reply) = std::mem::replace(slot, Slot::Free) else { unreachable!() };
+                let Slot::Ready(reply) = std::mem::replace(slot, Slot::Free) else {
+                    unreachable!()
+                };
                 waiters.release(self.token);
                 // Leave the slot untouchable by our Drop.
                 drop(waiters);

@@ -19,7 +19,9 @@ pub fn now() -> Instant {
 /// Wall-clock time in milliseconds since the Unix epoch, for the timestamps the protocol reports
 /// (`create_ts`) and stores.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs `future` as an independent task on the current shard. The task is detached: it runs to

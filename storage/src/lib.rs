@@ -104,7 +104,10 @@ mod tests {
         store.flush();
         assert_eq!(store.load_directory(), vec![record.clone()]);
         assert_eq!(store.load_state(7).as_deref(), Some(&b"de"[..]));
-        let destroyed = ActorRecord { destroyed_ms: Some(2), ..record };
+        let destroyed = ActorRecord {
+            destroyed_ms: Some(2),
+            ..record
+        };
         store.put_actor(&destroyed);
         store.delete_state(7);
         assert_eq!(store.load_directory(), vec![destroyed]);

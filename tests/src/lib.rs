@@ -10,11 +10,17 @@ use pinion_runtime::{Config, Server};
 
 /// Starts the demo actor set with `shards` shards on a free port.
 pub fn start(shards: usize) -> Server {
-    start_with(Config { shards: Some(shards), ..test_config() })
+    start_with(Config {
+        shards: Some(shards),
+        ..test_config()
+    })
 }
 
 pub fn test_config() -> Config {
-    Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() }
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    }
 }
 
 pub fn start_with(config: Config) -> Server {
@@ -31,12 +37,18 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!("body is not JSON ({error}): {:?}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({error}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -54,9 +66,14 @@ pub struct Conn {
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn { stream, buffer: Vec::new() }
+        Conn {
+            stream,
+            buffer: Vec::new(),
+        }
     }
 
     /// Sends raw bytes.
@@ -65,8 +82,17 @@ impl Conn {
     }
 
     /// Sends one request with a body and reads its response.
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        let mut request = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n", body.len());
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
+            body.len()
+        );
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -94,7 +120,11 @@ impl Conn {
                 Err(error) => panic!("read: {error}"),
             };
             if n == 0 {
-                assert!(self.buffer.is_empty(), "connection closed mid-response: {:?}", self.buffer);
+                assert!(
+                    self.buffer.is_empty(),
+                    "connection closed mid-response: {:?}",
+                    self.buffer
+                );
                 return None;
             }
             self.buffer.extend_from_slice(&chunk[..n]);
@@ -118,7 +148,12 @@ impl Conn {
         let headers: Vec<(String, String)> = response
             .headers
             .iter()
-            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
             .collect();
         let length: usize = headers
             .iter()
@@ -130,7 +165,11 @@ impl Conn {
         }
         let body = self.buffer[head_len..head_len + length].to_vec();
         self.buffer.drain(..head_len + length);
-        Some(Reply { status, headers, body })
+        Some(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -141,15 +180,25 @@ pub struct Rivet {
 
 impl Rivet {
     pub fn connect(addr: SocketAddr) -> Rivet {
-        Rivet { conn: Conn::open(addr) }
+        Rivet {
+            conn: Conn::open(addr),
+        }
     }
 
     /// `PUT /actors` (getOrCreate); returns the actor id.
     pub fn get_or_create(&mut self, name: &str, key: &str) -> String {
         let body = serde_json::json!({"name": name, "key": key}).to_string();
-        let reply = self.conn.request("PUT", "/actors?namespace=default", &[("content-type", "application/json")], body.as_bytes());
+        let reply = self.conn.request(
+            "PUT",
+            "/actors?namespace=default",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        );
         assert_eq!(reply.status, 200, "{}", reply.text());
-        reply.json()["actor"]["actor_id"].as_str().unwrap().to_string()
+        reply.json()["actor"]["actor_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// `POST /gateway/{id}/action/{name}` with `args`.
@@ -158,7 +207,10 @@ impl Rivet {
         self.conn.request(
             "POST",
             &format!("/gateway/{id}/action/{action}"),
-            &[("content-type", "application/json"), ("x-rivet-encoding", "json")],
+            &[
+                ("content-type", "application/json"),
+                ("x-rivet-encoding", "json"),
+            ],
             body.as_bytes(),
         )
     }

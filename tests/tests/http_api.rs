@@ -23,8 +23,16 @@ fn metadata_and_health() {
         let reply = conn.get("/metadata?namespace=default");
         assert_eq!(reply.status, 200);
         assert_eq!(reply.header("content-type"), Some("application/json"));
-        let names = reply.json()["actorNames"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-        assert!(names.contains(&"counter".to_string()) && names.contains(&"profile".to_string()), "{names:?}");
+        let names = reply.json()["actorNames"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>();
+        assert!(
+            names.contains(&"counter".to_string()) && names.contains(&"profile".to_string()),
+            "{names:?}"
+        );
         assert_eq!(conn.get("/health").json()["status"], "ok");
         let missing = conn.get("/nope");
         assert_eq!(missing.status, 404);
@@ -36,25 +44,41 @@ fn get_or_create_is_idempotent_and_keys_are_distinct() {
     on_1_and_2_shards(|addr, _| {
         let mut rivet = Rivet::connect(addr);
         let body = json!({"name": "counter", "key": "a/b\\/c/\\0", "runner_name_selector": "default", "crash_policy": "sleep"});
-        let first = rivet.conn.request("PUT", "/actors?namespace=default", &[], body.to_string().as_bytes());
+        let first = rivet.conn.request(
+            "PUT",
+            "/actors?namespace=default",
+            &[],
+            body.to_string().as_bytes(),
+        );
         assert_eq!(first.status, 200);
         assert_eq!(first.json()["created"], true);
         let actor = &first.json()["actor"];
         assert_eq!(actor["name"], "counter");
         assert_eq!(actor["key"], "a/b\\/c/\\0");
-        let second = rivet.conn.request("PUT", "/actors?namespace=default", &[], body.to_string().as_bytes());
+        let second = rivet.conn.request(
+            "PUT",
+            "/actors?namespace=default",
+            &[],
+            body.to_string().as_bytes(),
+        );
         assert_eq!(second.json()["created"], false);
         assert_eq!(second.json()["actor"]["actor_id"], actor["actor_id"]);
 
         // The actor sees its key parts, unescaped.
         let id = actor["actor_id"].as_str().unwrap();
         let me = rivet.call(id, "whoAmI", json!([]));
-        assert_eq!(me, json!({"name": "counter", "key": ["a", "b/c", ""], "actorId": id}));
+        assert_eq!(
+            me,
+            json!({"name": "counter", "key": ["a", "b/c", ""], "actorId": id})
+        );
 
         let other = rivet.get_or_create("counter", "a/b");
         assert_ne!(other, id);
         let empty_key = rivet.get_or_create("counter", "/");
-        assert_eq!(rivet.call(&empty_key, "whoAmI", json!([]))["key"], json!([]));
+        assert_eq!(
+            rivet.call(&empty_key, "whoAmI", json!([]))["key"],
+            json!([])
+        );
     });
 }
 
@@ -64,40 +88,73 @@ fn create_get_and_lookup() {
         let mut rivet = Rivet::connect(addr);
         // Ann's input: {"name":"Ann"} as cbor-x writes it.
         let create = json!({"name": "profile", "key": "p1", "input": "uQABZG5hbWVjQW5u"});
-        let created = rivet.conn.request("POST", "/actors", &[], create.to_string().as_bytes());
+        let created = rivet
+            .conn
+            .request("POST", "/actors", &[], create.to_string().as_bytes());
         assert_eq!(created.status, 200, "{}", created.text());
-        let id = created.json()["actor"]["actor_id"].as_str().unwrap().to_string();
+        let id = created.json()["actor"]["actor_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(rivet.call(&id, "getName", json!([])), "Ann");
 
-        let duplicate = rivet.conn.request("POST", "/actors", &[], create.to_string().as_bytes());
+        let duplicate = rivet
+            .conn
+            .request("POST", "/actors", &[], create.to_string().as_bytes());
         assert_eq!(duplicate.status, 400);
         assert_eq!(duplicate.json()["group"], "actor");
         assert_eq!(duplicate.json()["code"], "duplicate_key");
         assert_eq!(duplicate.header("content-type"), Some("application/json"));
 
-        let found = rivet.conn.get("/actors?name=profile&key=p1&namespace=default");
+        let found = rivet
+            .conn
+            .get("/actors?name=profile&key=p1&namespace=default");
         assert_eq!(found.json()["actors"][0]["actor_id"], id.as_str());
-        let missing = rivet.conn.get("/actors?name=profile&key=nobody&namespace=default");
+        let missing = rivet
+            .conn
+            .get("/actors?name=profile&key=nobody&namespace=default");
         assert_eq!(missing.json(), json!({"actors": []}));
         // `get` must not create.
         let still_missing = rivet.conn.get("/actors?name=profile&key=nobody");
         assert_eq!(still_missing.json(), json!({"actors": []}));
 
         // Lookup by ids, spread over every shard, with unknown ids skipped.
-        let ids: Vec<String> = (0..8).map(|i| rivet.get_or_create("counter", &format!("lookup-{i}"))).collect();
-        let owners: BTreeSet<usize> = ids.iter().map(|id| ActorId::parse(id).unwrap().shard(shards)).collect();
+        let ids: Vec<String> = (0..8)
+            .map(|i| rivet.get_or_create("counter", &format!("lookup-{i}")))
+            .collect();
+        let owners: BTreeSet<usize> = ids
+            .iter()
+            .map(|id| ActorId::parse(id).unwrap().shard(shards))
+            .collect();
         assert_eq!(owners.len(), shards, "the ids should cover every shard");
-        let query = format!("/actors?actor_ids={},0000000000000000,zz&namespace=default", ids.join(","));
+        let query = format!(
+            "/actors?actor_ids={},0000000000000000,zz&namespace=default",
+            ids.join(",")
+        );
         let listed = rivet.conn.get(&query).json();
-        let listed: Vec<&str> = listed["actors"].as_array().unwrap().iter().map(|a| a["actor_id"].as_str().unwrap()).collect();
+        let listed: Vec<&str> = listed["actors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["actor_id"].as_str().unwrap())
+            .collect();
         assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
 
         // getOrCreate with input uses it only at creation.
         let with_input = json!({"name": "profile", "key": "p2", "input": "uQABZG5hbWVjQW5u"});
-        let first = rivet.conn.request("PUT", "/actors", &[], with_input.to_string().as_bytes()).json();
+        let first = rivet
+            .conn
+            .request("PUT", "/actors", &[], with_input.to_string().as_bytes())
+            .json();
         let p2 = first["actor"]["actor_id"].as_str().unwrap().to_string();
         let bob = json!({"name": "profile", "key": "p2", "input": "uQABZG5hbWVjQm9i"});
-        assert_eq!(rivet.conn.request("PUT", "/actors", &[], bob.to_string().as_bytes()).json()["created"], false);
+        assert_eq!(
+            rivet
+                .conn
+                .request("PUT", "/actors", &[], bob.to_string().as_bytes())
+                .json()["created"],
+            false
+        );
         assert_eq!(rivet.call(&p2, "getName", json!([])), "Ann");
         // No input: "unnamed".
         let plain = rivet.get_or_create("profile", "p3");
@@ -150,12 +207,30 @@ fn actions_and_errors() {
         assert_eq!(bad_args.json()["group"], "request");
 
         let path = format!("/gateway/{counter}/action/increment");
-        let encoding = rivet.conn.request("POST", &path, &[("x-rivet-encoding", "bare")], b"{\"args\":[]}");
-        assert_eq!((encoding.status, encoding.json()["code"].clone()), (400, json!("invalid")));
+        let encoding = rivet.conn.request(
+            "POST",
+            &path,
+            &[("x-rivet-encoding", "bare")],
+            b"{\"args\":[]}",
+        );
+        assert_eq!(
+            (encoding.status, encoding.json()["code"].clone()),
+            (400, json!("invalid"))
+        );
         assert_eq!(encoding.json()["group"], "encoding");
-        let params = rivet.conn.request("POST", &path, &[("x-rivet-conn-params", "{nope")], b"{\"args\":[]}");
+        let params = rivet.conn.request(
+            "POST",
+            &path,
+            &[("x-rivet-conn-params", "{nope")],
+            b"{\"args\":[]}",
+        );
         assert_eq!(params.json()["group"], "params");
-        let too_long = rivet.conn.request("POST", &path, &[], format!("{{\"args\":[\"{}\"]}}", "y".repeat(70_000)).as_bytes());
+        let too_long = rivet.conn.request(
+            "POST",
+            &path,
+            &[],
+            format!("{{\"args\":[\"{}\"]}}", "y".repeat(70_000)).as_bytes(),
+        );
         assert_eq!(too_long.json()["code"], "incoming_too_long");
         let not_json = rivet.conn.request("POST", &path, &[], b"{\"args\":");
         assert_eq!(not_json.status, 400);
@@ -174,11 +249,16 @@ fn concurrent_increments_over_many_connections_are_exact() {
                     let id = id.clone();
                     scope.spawn(move || {
                         let mut rivet = Rivet::connect(addr);
-                        (0..10).map(|_| rivet.call(&id, "increment", json!([1])).as_i64().unwrap()).collect::<Vec<_>>()
+                        (0..10)
+                            .map(|_| rivet.call(&id, "increment", json!([1])).as_i64().unwrap())
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
         });
         let distinct: BTreeSet<i64> = results.iter().copied().collect();
         assert_eq!(distinct, (1..=200).collect::<BTreeSet<_>>());
@@ -190,7 +270,9 @@ fn concurrent_increments_over_many_connections_are_exact() {
 fn pipelined_requests_are_answered_in_order() {
     on_1_and_2_shards(|addr, _| {
         let mut rivet = Rivet::connect(addr);
-        let ids: Vec<String> = (0..6).map(|i| rivet.get_or_create("counter", &format!("pipe-{i}"))).collect();
+        let ids: Vec<String> = (0..6)
+            .map(|i| rivet.get_or_create("counter", &format!("pipe-{i}")))
+            .collect();
         let mut batch = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let body = format!("{{\"args\":[{}]}}", i + 1);
@@ -209,7 +291,11 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn bad_http_gets_an_error_and_the_shard_keeps_serving() {
     on_1_and_2_shards(|addr, _| {
-        for garbage in [&b"GARBAGE\r\n\r\n"[..], b"GET / HTTP/1.1\r\nbad header\r\n\r\n", b"\x00\xff\xfe\r\n\r\n"] {
+        for garbage in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            b"\x00\xff\xfe\r\n\r\n",
+        ] {
             let mut conn = Conn::open(addr);
             conn.write(garbage);
             let reply = conn.read_reply().expect("an error response");
@@ -227,14 +313,28 @@ fn bad_http_gets_an_error_and_the_shard_keeps_serving() {
 
 #[test]
 fn base_path_prefixes_every_route() {
-    let server = start_with(Config { shards: Some(2), base_path: "/api/rivet/".into(), ..test_config() });
+    let server = start_with(Config {
+        shards: Some(2),
+        base_path: "/api/rivet/".into(),
+        ..test_config()
+    });
     let mut rivet = Rivet::connect(server.local_addr());
     assert_eq!(rivet.conn.get("/api/rivet/metadata").status, 200);
     assert_eq!(rivet.conn.get("/metadata").status, 404);
     let body = json!({"name": "counter", "key": "based"}).to_string();
-    let reply = rivet.conn.request("PUT", "/api/rivet/actors", &[], body.as_bytes());
-    let id = reply.json()["actor"]["actor_id"].as_str().unwrap().to_string();
-    let call = rivet.conn.request("POST", &format!("/api/rivet/gateway/{id}/action/increment"), &[], b"{\"args\":[2]}");
+    let reply = rivet
+        .conn
+        .request("PUT", "/api/rivet/actors", &[], body.as_bytes());
+    let id = reply.json()["actor"]["actor_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = rivet.conn.request(
+        "POST",
+        &format!("/api/rivet/gateway/{id}/action/increment"),
+        &[],
+        b"{\"args\":[2]}",
+    );
     assert_eq!(call.json()["output"], 2);
     server.stop().unwrap();
 }
@@ -246,12 +346,27 @@ fn cors_preflight() {
     let reply = conn.request(
         "OPTIONS",
         "/actors",
-        &[("origin", "http://example.test"), ("access-control-request-headers", "x-rivet-encoding, content-type")],
+        &[
+            ("origin", "http://example.test"),
+            (
+                "access-control-request-headers",
+                "x-rivet-encoding, content-type",
+            ),
+        ],
         b"",
     );
     assert_eq!(reply.status, 204);
-    assert_eq!(reply.header("access-control-allow-origin"), Some("http://example.test"));
-    assert_eq!(reply.header("access-control-allow-headers"), Some("x-rivet-encoding, content-type"));
-    assert_eq!(conn.get("/metadata").header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("http://example.test")
+    );
+    assert_eq!(
+        reply.header("access-control-allow-headers"),
+        Some("x-rivet-encoding, content-type")
+    );
+    assert_eq!(
+        conn.get("/metadata").header("access-control-allow-origin"),
+        Some("*")
+    );
     server.stop().unwrap();
 }

@@ -168,24 +168,23 @@ impl<'a> ArgList<'a> {
             Some(&Node::Array { len, .. }) => len,
             _ => return Err(Error::new("`args` must be an array")),
         };
-        if len == 2 {
-            if let Some(&Node::String(first)) = tape.get(at + 1) {
-                if let Some(unescaped) = first.strip_prefix('$') {
-                    // Newer clients write an undefined `args` as this tag.
-                    if first == "$Undefined" {
-                        return Ok(ArgList {
-                            tape,
-                            args: Vec::new(),
-                        });
-                    }
-                    // The client escapes the args array like any user array; a
-                    // real tag here would mean `args` was not an array at all.
-                    if !unescaped.starts_with('$') {
-                        return Err(Error::new("`args` must be an array"));
-                    }
-                    tape[at + 1] = Node::String(unescaped);
-                }
+        if len == 2
+            && let Some(&Node::String(first)) = tape.get(at + 1)
+            && let Some(unescaped) = first.strip_prefix('$')
+        {
+            // Newer clients write an undefined `args` as this tag.
+            if first == "$Undefined" {
+                return Ok(ArgList {
+                    tape,
+                    args: Vec::new(),
+                });
             }
+            // The client escapes the args array like any user array; a
+            // real tag here would mean `args` was not an array at all.
+            if !unescaped.starts_with('$') {
+                return Err(Error::new("`args` must be an array"));
+            }
+            tape[at + 1] = Node::String(unescaped);
         }
         let mut args = Vec::with_capacity(len);
         let mut idx = at + 1;

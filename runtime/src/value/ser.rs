@@ -246,10 +246,10 @@ impl<'s, 'a> Compound<'s, 'a> {
     }
 
     fn end_array(self) -> Result<(), Error> {
-        if self.count == 2 {
-            if let Some(pos) = self.dollar_at {
-                self.ser.out.insert(pos + 1, b'$');
-            }
+        if self.count == 2
+            && let Some(pos) = self.dollar_at
+        {
+            self.ser.out.insert(pos + 1, b'$');
         }
         self.ser.out.push(b']');
         self.ser.out.extend_from_slice(self.suffix);
