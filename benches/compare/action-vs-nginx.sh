@@ -4,7 +4,11 @@
 # same loadgen settings from another CPU. Prints req/s, latency percentiles and each server's CPU
 # time per request (utime+stime from /proc/PID/stat, before and after the run).
 #
-#   benches/compare/action-vs-nginx.sh [duration=10s] [connections=64] [server_cpu=1] [load_cpu=0]
+#   benches/compare/action-vs-nginx.sh [duration=10s] [connections=64] [rounds=3] [server_cpu=1] [load_cpu=0]
+#
+# The two servers are measured alternately, `rounds` times each, because this shared VM drifts by
+# ±15 % between identical runs; the summary gives each figure's median over the rounds and the
+# ratios of those medians.
 #
 # Needs nginx (apt-get install nginx-light); builds the release binaries itself. Starts and stops
 # only its own processes.
@@ -12,8 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-10s}
 connections=${2:-64}
-server_cpu=${3:-1}
-load_cpu=${4:-0}
+rounds=${3:-3}
+server_cpu=${4:-1}
+load_cpu=${5:-0}
 out=${OUT_DIR:-bench-out}
 mkdir -p "$out"
 
@@ -71,13 +76,16 @@ run() { # name pid loadgen-args...
   taskset -c "$load_cpu" target/release/loadgen "$@" --connections "$connections" --duration "$duration" \
     --json "$out/$name.json" --hgrm "$out/$name.hgrm" > "$out/$name.txt"
   after=$(ticks "$pid")
-  python3 - "$name" "$out/$name.json" "$before" "$after" "$clk_tck" <<'PY'
+  python3 - "$name" "$out/$name.json" "$before" "$after" "$clk_tck" "$out/rounds.jsonl" <<'PY'
 import json, sys
-name, path, before, after, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+name, path, before, after, hz, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 s = json.load(open(path))
 lat = s["latency_us"]
 total = s["requests"]
 cpu_s = (after - before) / hz
+row = dict(name=name, rps=s["throughput_rps"], p50=lat["p50"], p99=lat["p99"], p999=lat["p999"],
+           cpu_us=1e6 * cpu_s / max(total, 1), loadgen_cpu=s["cpu"]["util_percent"], errors=s["errors"])
+open(rounds, "a").write(json.dumps(row) + "\n")
 print(f"{name:8} {s['throughput_rps']:>10.0f} req/s  p50 {lat['p50']:>7.1f}  p99 {lat['p99']:>7.1f}  "
       f"p99.9 {lat['p999']:>7.1f}  max {lat['max']:>8.1f} us  errors {s['errors']}  "
       f"server cpu {cpu_s:.2f} s = {1e6 * cpu_s / max(total, 1):.2f} us/req  loadgen cpu {s['cpu']['util_percent']:.0f}%")
@@ -85,5 +93,24 @@ PY
 }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); servers on CPU $server_cpu, loadgen on CPU $load_cpu; $connections connections, $duration"
-run nginx "$nginx_pid" raw --url "http://127.0.0.1:$port_nginx/"
-run pinion "$demo_pid" action --endpoint "$endpoint" --actor counter --key bench --action increment --args '[1]'
+rm -f "$out/rounds.jsonl"
+for round in $(seq 1 "$rounds"); do
+  echo "-- round $round of $rounds"
+  run nginx "$nginx_pid" raw --url "http://127.0.0.1:$port_nginx/"
+  run pinion "$demo_pid" action --endpoint "$endpoint" --actor counter --key bench --action increment --args '[1]' 2>/dev/null
+done
+python3 - "$out/rounds.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+med = {}
+for name in ("nginx", "pinion"):
+    mine = [r for r in rows if r["name"] == name]
+    med[name] = {k: statistics.median(r[k] for r in mine) for k in ("rps", "p50", "p99", "p999", "cpu_us")}
+print(f"\nmedians of {len(rows) // 2} rounds:")
+print(f"{'server':8} {'req/s':>9} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'cpu us/req':>11}")
+for name, m in med.items():
+    print(f"{name:8} {m['rps']:>9.0f} {m['p50']:>8.0f} {m['p99']:>8.0f} {m['p999']:>9.0f} {m['cpu_us']:>11.2f}")
+n, p = med["nginx"], med["pinion"]
+print(f"pinion/nginx: throughput {p['rps'] / n['rps']:.2f}x (target >= 0.80), p99 {p['p99'] / n['p99']:.2f}x (target <= 1.5), "
+      f"cpu/req {p['cpu_us'] / n['cpu_us']:.2f}x (target <= 1.25)")
+PY

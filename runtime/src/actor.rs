@@ -42,6 +42,45 @@
 //! other actions of the same actor run (as in RivetKit, which the re-entrant coordinator/worker
 //! pattern needs), and none of them can observe a half-finished borrow.
 //!
+//! Both of these are compile errors, which is the point:
+//!
+//! ```compile_fail
+//! # use pinion_runtime::{ActionResult, Actions, Actor, ActorInfo, Value, sys};
+//! # struct A; struct S { n: i64 }
+//! # impl Actor for A {
+//! #     const NAME: &'static str = "a"; type State = S; type Vars = ();
+//! #     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<S> { Ok(S { n: 0 }) }
+//! #     fn create_vars(_: &ActorInfo, _: &S) {}
+//! #     fn actions(actions: &mut Actions<Self>) {
+//! // A borrow of the state cannot leave the closure it was lent to...
+//! actions.action_async("leak", |c, ()| async move {
+//!     let state: &mut S = c.state_mut(|s| s);
+//!     sys::sleep(std::time::Duration::from_millis(1)).await;
+//!     state.n += 1;
+//!     Ok(state.n)
+//! });
+//! #     }
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! # use pinion_runtime::{ActionResult, Actions, Actor, ActorInfo, Value, sys};
+//! # struct A; struct S { n: i64 }
+//! # impl Actor for A {
+//! #     const NAME: &'static str = "a"; type State = S; type Vars = ();
+//! #     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<S> { Ok(S { n: 0 }) }
+//! #     fn create_vars(_: &ActorInfo, _: &S) {}
+//! #     fn actions(actions: &mut Actions<Self>) {
+//! // ...and the `&mut State` of a synchronous action cannot be carried into a future.
+//! actions.action("escape", |c, ()| {
+//!     let state = &mut *c.state;
+//!     sys::spawn(async move { state.n += 1 });
+//!     Ok(())
+//! });
+//! #     }
+//! # }
+//! ```
+//!
 //! Errors: return a [`UserError`] for failures the client should see (its code, message and
 //! metadata reach the client). Any other error (`?` on anything implementing `std::error::Error`)
 //! or a panic becomes `internal/internal_error` for the client with no detail, is logged, and the
