@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// How a server runs.
 #[derive(Clone, Debug)]
@@ -19,6 +20,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Limits of the HTTP/1.1 layer.
     pub http: pinion_net::http::Limits,
+    /// A connection on which a read waits longer than this (idle keep-alive, or a peer that stops
+    /// sending mid-request) is closed, so idle and stalled peers cannot pin sockets forever.
+    pub read_timeout: Duration,
     /// Limits of the RivetKit protocol layer.
     pub limits: Limits,
 }
@@ -31,6 +35,7 @@ impl Default for Config {
             base_path: "/".into(),
             data_dir: None,
             http: pinion_net::http::Limits::default(),
+            read_timeout: Duration::from_secs(60),
             limits: Limits::default(),
         }
     }

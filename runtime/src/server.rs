@@ -136,6 +136,7 @@ async fn accept_loop(listener: glommio::net::TcpListener, gateway: Rc<Gateway>, 
             Ok(stream) => {
                 // Small responses must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
+                let _ = stream.set_read_timeout(Some(shard.config.read_timeout));
                 let gateway = gateway.clone();
                 let limits = limits.clone();
                 sys::spawn(async move {

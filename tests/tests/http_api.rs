@@ -340,6 +340,37 @@ fn base_path_prefixes_every_route() {
 }
 
 #[test]
+fn idle_connections_are_closed_after_the_read_timeout() {
+    let server = start_with(Config {
+        shards: Some(2),
+        read_timeout: std::time::Duration::from_millis(200),
+        ..test_config()
+    });
+    let mut idle = Conn::open(server.local_addr());
+    assert_eq!(idle.get("/health").status, 200);
+    let mut stalled = Conn::open(server.local_addr());
+    stalled.write(b"GET /health HTTP/1.1\r\nhost: x"); // never finished
+    thread::sleep(std::time::Duration::from_millis(600));
+    assert!(
+        idle.is_closed(),
+        "an idle keep-alive connection outlived the read timeout"
+    );
+    assert!(
+        stalled.is_closed(),
+        "a stalled request outlived the read timeout"
+    );
+    // Busy connections are not affected.
+    let mut busy = Rivet::connect(server.local_addr());
+    let id = busy.get_or_create("counter", "timeouts");
+    for _ in 0..5 {
+        busy.call(&id, "increment", json!([]));
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(busy.call(&id, "getCount", json!([])), 5);
+    server.stop().unwrap();
+}
+
+#[test]
 fn cors_preflight() {
     let server = start(1);
     let mut conn = Conn::open(server.local_addr());
