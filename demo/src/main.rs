@@ -39,6 +39,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(error) = pinion_runtime::block_shutdown_signals() {
         eprintln!("pinion-demo: cannot block signals: {error}");
@@ -63,8 +64,10 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.shard_count()
     );
-    let signal = pinion_runtime::wait_for_shutdown_signal();
-    tracing::info!(signal = ?signal, "stopping");
+    match pinion_runtime::wait_for_shutdown_signal() {
+        Ok(signal) => tracing::info!(signal, "stopping"),
+        Err(error) => tracing::error!(%error, "cannot wait for signals; stopping"),
+    }
     match server.stop() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
