@@ -12,3 +12,4 @@
 pub mod http;
 pub mod listener;
 pub mod server;
+pub mod uring;

@@ -59,6 +59,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
 use glommio::net::TcpStream;
 
 use crate::http::{
@@ -105,15 +106,62 @@ pub trait Handler {
     ) -> impl Future<Output = ()>;
 }
 
-/// Serves one connection until the peer closes, a protocol error, or the handler asks to close.
+/// A byte stream the serve loop can run on: glommio's `TcpStream`, or a stream of our own
+/// io_uring driver ([`crate::uring::UringStream`]).
 ///
-/// Sets `TCP_NODELAY`, because responses are already batched per read and Nagle's algorithm
-/// would only add latency (notably after an interim `100 Continue`). See the module docs for
-/// the flow, the flushing policy and what is returned when.
-pub async fn serve<H: Handler>(stream: TcpStream, handler: &H, limits: &Limits) -> io::Result<()> {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "could not set TCP_NODELAY");
+/// Callers should set `TCP_NODELAY` on TCP streams: responses are already batched per read and
+/// Nagle's algorithm would only add latency (notably after an interim `100 Continue`).
+pub trait Transport {
+    /// Reads at most `buf.len()` bytes; 0 means end of stream.
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>>;
+    /// Writes all of `buf`.
+    fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = io::Result<()>>;
+    /// Shuts down the write side.
+    fn shutdown_write(&mut self) -> impl Future<Output = io::Result<()>>;
+    /// Bounds how long one read may wait.
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        AsyncReadExt::read(self, buf).await
     }
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        AsyncWriteExt::write_all(self, buf).await
+    }
+    async fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+            .await
+            .map_err(io::Error::from)
+    }
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout).map_err(io::Error::from)
+    }
+}
+
+impl Transport for crate::uring::UringStream {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::uring::UringStream::read(self, buf).await
+    }
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        crate::uring::UringStream::write_all(self, buf).await
+    }
+    async fn shutdown_write(&mut self) -> io::Result<()> {
+        crate::uring::UringStream::shutdown_write(self)
+    }
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        crate::uring::UringStream::set_read_timeout(self, timeout);
+        Ok(())
+    }
+}
+
+/// Serves one connection until the peer closes, a protocol error, or the handler asks to close.
+/// See the module docs for the flow, the flushing policy and what is returned when.
+pub async fn serve<T: Transport, H: Handler>(
+    stream: T,
+    handler: &H,
+    limits: &Limits,
+) -> io::Result<()> {
     let mut conn = Conn {
         stream,
         rb: ReadBuf::new(limits),
@@ -185,13 +233,13 @@ enum Fill {
 }
 
 /// One connection's socket and reusable buffers.
-struct Conn {
-    stream: TcpStream,
+struct Conn<T> {
+    stream: T,
     rb: ReadBuf,
     out: Vec<u8>,
 }
 
-impl Conn {
+impl<T: Transport> Conn<T> {
     /// Reads, parses and answers one request (reading only if the buffer does not already hold
     /// it), and says how to go on.
     async fn next_request<H: Handler>(
@@ -444,7 +492,7 @@ impl Conn {
     /// peer still sends (bounded in bytes and time) so the close does not turn into a RST.
     async fn close(mut self) -> io::Result<()> {
         self.flush().await?;
-        if let Err(error) = self.stream.shutdown(Shutdown::Write).await {
+        if let Err(error) = self.stream.shutdown_write().await {
             tracing::debug!(%error, "shutdown failed");
             return Ok(());
         }
@@ -553,7 +601,7 @@ impl ReadBuf {
     /// Reads once into the free space, first making room: compacting when the free space is
     /// below [`READ_SPACE_MIN`] or `want` (a total unconsumed length the caller needs, 0 if
     /// unknown) would not fit, then growing (doubling, at least to `want`) up to the cap.
-    async fn fill(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<Fill> {
+    async fn fill<T: Transport>(&mut self, stream: &mut T, want: usize) -> io::Result<Fill> {
         let len = self.len();
         let want = want.max(len + READ_SPACE_MIN).min(self.cap);
         if self.start > 0

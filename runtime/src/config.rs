@@ -23,8 +23,20 @@ pub struct Config {
     /// A connection on which a read waits longer than this (idle keep-alive, or a peer that stops
     /// sending mid-request) is closed, so idle and stalled peers cannot pin sockets forever.
     pub read_timeout: Duration,
+    /// Which socket layer the shards use.
+    pub net_driver: NetDriver,
     /// Limits of the RivetKit protocol layer.
     pub limits: Limits,
+}
+
+/// The socket layer under the HTTP stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetDriver {
+    /// Our own io_uring per shard (`pinion_net::uring`): multishot receive, batched sends.
+    /// Falls back to [`NetDriver::Glommio`] with a warning where the kernel lacks it (< 6.1).
+    Uring,
+    /// glommio's `TcpStream`.
+    Glommio,
 }
 
 impl Default for Config {
@@ -36,6 +48,7 @@ impl Default for Config {
             data_dir: None,
             http: pinion_net::http::Limits::default(),
             read_timeout: Duration::from_secs(60),
+            net_driver: NetDriver::Uring,
             limits: Limits::default(),
         }
     }

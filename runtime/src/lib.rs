@@ -23,7 +23,7 @@ pub mod value;
 pub use actor::{
     ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, FromArgs, Rest, UserError,
 };
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, NetDriver};
 pub use placement::ActorId;
 pub use protocol::RivetError;
 pub use registry::Registry;

@@ -9,9 +9,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use pinion_net::server::Transport;
 use pinion_storage::MemoryStore;
 
-use crate::config::Config;
+use crate::config::{Config, NetDriver};
 use crate::mailbox::{self, Postman};
 use crate::protocol::Gateway;
 use crate::registry::Registry;
@@ -79,7 +80,8 @@ impl Server {
                     let shard = Rc::new(Shard::new(index, config, &registry, postman, store));
                     // SAFETY: `fd` is a listening socket we own (from `into_raw_fd` above) and
                     // nothing else holds it.
-                    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+                    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+                    let listener = Listener::new(listener, shard.config.net_driver, index);
                     let gateway = Rc::new(Gateway {
                         shard: shard.clone(),
                     });
@@ -129,30 +131,78 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: glommio::net::TcpListener, gateway: Rc<Gateway>, shard: Rc<Shard>) {
-    let limits = Rc::new(shard.config.http.clone());
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                // Small responses must not wait for Nagle.
-                let _ = stream.set_nodelay(true);
-                let _ = stream.set_read_timeout(Some(shard.config.read_timeout));
-                let gateway = gateway.clone();
-                let limits = limits.clone();
-                sys::spawn(async move {
-                    if let Err(error) = pinion_net::server::serve(stream, &*gateway, &limits).await
-                    {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                });
-            }
-            Err(error) => {
-                // Typically EMFILE: back off instead of spinning on a full descriptor table.
-                tracing::warn!(%error, shard = shard.index, "accept failed");
-                sys::sleep(Duration::from_millis(10)).await;
+/// A shard's listening socket, on the configured driver.
+enum Listener {
+    Uring(pinion_net::uring::Driver),
+    Glommio(glommio::net::TcpListener),
+}
+
+impl Listener {
+    fn new(listener: std::net::TcpListener, driver: NetDriver, shard: usize) -> Listener {
+        if driver == NetDriver::Uring {
+            match listener
+                .try_clone()
+                .and_then(pinion_net::uring::Driver::new)
+            {
+                Ok(driver) => {
+                    let runner = driver.clone();
+                    sys::spawn(async move {
+                        if let Err(error) = runner.run().await {
+                            tracing::error!(%error, shard, "the io_uring network driver failed");
+                        }
+                    });
+                    return Listener::Uring(driver);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, shard, "io_uring network driver unavailable; using glommio sockets");
+                }
             }
         }
+        // SAFETY: the descriptor is a listening socket we own; glommio takes it over.
+        Listener::Glommio(unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) })
     }
+}
+
+async fn accept_loop(listener: Listener, gateway: Rc<Gateway>, shard: Rc<Shard>) {
+    let limits = Rc::new(shard.config.http.clone());
+    let read_timeout = shard.config.read_timeout;
+    loop {
+        let accepted =
+            match &listener {
+                Listener::Uring(driver) => driver.accept().await.map(|mut stream| {
+                    // Small responses must not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    stream.set_read_timeout(Some(read_timeout));
+                    serve_detached(stream, gateway.clone(), limits.clone());
+                }),
+                Listener::Glommio(listener) => listener
+                    .accept()
+                    .await
+                    .map_err(io::Error::from)
+                    .map(|stream| {
+                        let _ = stream.set_nodelay(true);
+                        let _ = stream.set_read_timeout(Some(read_timeout));
+                        serve_detached(stream, gateway.clone(), limits.clone());
+                    }),
+            };
+        if let Err(error) = accepted {
+            // Typically EMFILE: back off instead of spinning on a full descriptor table.
+            tracing::warn!(%error, shard = shard.index, "accept failed");
+            sys::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn serve_detached<T: Transport + 'static>(
+    stream: T,
+    gateway: Rc<Gateway>,
+    limits: Rc<pinion_net::http::Limits>,
+) {
+    sys::spawn(async move {
+        if let Err(error) = pinion_net::server::serve(stream, &*gateway, &limits).await {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+    });
 }
 
 fn normalise_base_path(base: &str) -> io::Result<String> {
