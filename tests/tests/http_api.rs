@@ -370,6 +370,69 @@ fn idle_connections_are_closed_after_the_read_timeout() {
     server.stop().unwrap();
 }
 
+/// The glommio-socket fallback serves the same protocol (the other tests run on the io_uring
+/// driver, the default).
+#[test]
+fn glommio_socket_fallback_serves_the_protocol() {
+    let server = start_with(Config {
+        shards: Some(2),
+        net_driver: pinion_runtime::NetDriver::Glommio,
+        ..test_config()
+    });
+    let addr = server.local_addr();
+    let id = Rivet::connect(addr).get_or_create("counter", "fallback");
+    let results: Vec<i64> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let id = id.clone();
+                scope.spawn(move || {
+                    let mut rivet = Rivet::connect(addr);
+                    (0..10)
+                        .map(|_| rivet.call(&id, "increment", json!([1])).as_i64().unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(
+        results.iter().copied().collect::<BTreeSet<_>>(),
+        (1..=80).collect::<BTreeSet<_>>()
+    );
+    let mut rivet = Rivet::connect(addr);
+    let big = json!(["z".repeat(60_000)]);
+    assert_eq!(rivet.call(&id, "echo", big.clone()), big);
+    let mut conn = Conn::open(addr);
+    conn.write(b"GARBAGE\r\n\r\n");
+    assert_eq!(conn.read_reply().unwrap().status, 400);
+    server.stop().unwrap();
+}
+
+/// Many connections at once, more than the driver's receive buffers, each with large bodies in
+/// both directions, so buffers are recycled while others are in use.
+#[test]
+fn many_connections_with_large_bodies() {
+    let server = start(2);
+    let addr = server.local_addr();
+    let id = Rivet::connect(addr).get_or_create("counter", "many");
+    let payload = json!(["w".repeat(60_000)]);
+    thread::scope(|scope| {
+        for _ in 0..96 {
+            let (id, payload) = (id.clone(), payload.clone());
+            scope.spawn(move || {
+                let mut rivet = Rivet::connect(addr);
+                for _ in 0..5 {
+                    assert_eq!(rivet.call(&id, "echo", payload.clone()), payload);
+                }
+            });
+        }
+    });
+    server.stop().unwrap();
+}
+
 #[test]
 fn cors_preflight() {
     let server = start(1);
