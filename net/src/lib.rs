@@ -4,6 +4,9 @@
 //!   chunked body decoding, and a response writer that appends to a per-connection buffer.
 //! * [`server`]: the per-connection loop (keep-alive, pipelining answered in order,
 //!   `Expect: 100-continue`, protocol errors answered with 400/413/414/431 and a clean close).
+//! * [`ws`]: the WebSocket (RFC 6455) codec: handshake validation and the 101 response, an
+//!   incremental zero-copy frame parser, message reassembly with UTF-8 checks, and frame writers.
+//!   Not yet wired into [`server`].
 //! * [`listener`]: SO_REUSEPORT listeners, one per shard, on the same address.
 //!
 //! Architecture invariant: this crate knows nothing of actors, shards or RivetKit. It hands parsed
@@ -13,3 +16,4 @@ pub mod http;
 pub mod listener;
 pub mod server;
 pub mod uring;
+pub mod ws;
