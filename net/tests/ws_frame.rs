@@ -2,6 +2,9 @@
 //! frame shape and length encoding, every protocol rule with its close code, the RFC 6455 §5.7
 //! examples, incremental parsing at every split, and a deterministic fuzz loop.
 
+mod common;
+
+use common::Rng;
 use pinion_net::ws::{
     Assembler, CLOSE_REASON_BYTES_MAX, CONTROL_PAYLOAD_BYTES_MAX, Error, FRAME_HEADER_BYTES_MAX,
     Limits, Message, Opcode, Progress, Role, is_valid_close_code, parse_close_payload, parse_frame,
@@ -1372,27 +1375,6 @@ fn close_reason_is_cut_at_a_char_boundary() {
 
 // ---------------------------------------------------------------------------------------------
 // Fuzz-ish: random and mutated input never panics and keeps the API's promises.
-
-/// SplitMix64: a tiny deterministic PRNG, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
 
 /// What the fuzz loops reached, so they prove they get past the first bytes.
 #[derive(Default)]

@@ -2,6 +2,9 @@
 //! validation rule with its status, subprotocol parsing, the 101 response, and random keys and
 //! header values that must never panic.
 
+mod common;
+
+use common::Rng;
 use pinion_net::http::{Header, Limits, Progress, Request, Response, parse_head};
 use pinion_net::ws::{
     ACCEPT_KEY_LEN, HandshakeError, WEBSOCKET_GUID, accept_key, offered_protocols,
@@ -568,23 +571,6 @@ fn write_accept_selects_only_offered_protocols() {
         }
         expected_text.push_str("\r\n");
         assert_eq!(text, expected_text, "{lines:?} {selected:?}");
-    }
-}
-
-/// SplitMix64, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

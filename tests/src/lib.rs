@@ -201,18 +201,22 @@ impl Rivet {
             .to_string()
     }
 
+    /// Sends `POST /gateway/{id}/action/{name}` with `args` without waiting for the answer
+    /// (read it later with `conn.read_reply()`).
+    pub fn send_action(&mut self, id: &str, action: &str, args: serde_json::Value) {
+        let body = serde_json::json!({ "args": args }).to_string();
+        let head = format!(
+            "POST /gateway/{id}/action/{action} HTTP/1.1\r\ncontent-type: application/json\r\nx-rivet-encoding: json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.conn
+            .write(&[head.as_bytes(), body.as_bytes()].concat());
+    }
+
     /// `POST /gateway/{id}/action/{name}` with `args`.
     pub fn action(&mut self, id: &str, action: &str, args: serde_json::Value) -> Reply {
-        let body = serde_json::json!({ "args": args }).to_string();
-        self.conn.request(
-            "POST",
-            &format!("/gateway/{id}/action/{action}"),
-            &[
-                ("content-type", "application/json"),
-                ("x-rivet-encoding", "json"),
-            ],
-            body.as_bytes(),
-        )
+        self.send_action(id, action, args);
+        self.conn.read_reply().expect("a response")
     }
 
     /// Calls an action that must succeed; returns its `output`.

@@ -112,15 +112,7 @@ fn async_actions_interleave_with_other_actions() {
         let mut a = Rivet::connect(addr);
         let id = a.get_or_create("gate", "interleave");
         // Start the slow action on connection A, without reading its answer yet.
-        let body = b"{\"args\":[400]}";
-        a.conn.write(
-            format!(
-                "POST /gateway/{id}/action/slowIncrement HTTP/1.1\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        );
-        a.conn.write(body);
+        a.send_action(&id, "slowIncrement", json!([400]));
         std::thread::sleep(Duration::from_millis(50));
         // Another action of the same actor runs while the slow one awaits.
         let mut b = Rivet::connect(addr);
@@ -193,15 +185,7 @@ fn a_closed_connection_does_not_disturb_a_running_action() {
     let addr = server.local_addr();
     let mut a = Rivet::connect(addr);
     let id = a.get_or_create("gate", "abandon");
-    let body = b"{\"args\":[100]}";
-    a.conn.write(
-        format!(
-            "POST /gateway/{id}/action/slowIncrement HTTP/1.1\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    a.conn.write(body);
+    a.send_action(&id, "slowIncrement", json!([100]));
     drop(a);
     std::thread::sleep(Duration::from_millis(250));
     let mut b = Rivet::connect(addr);

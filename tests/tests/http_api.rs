@@ -16,6 +16,32 @@ fn on_1_and_2_shards(test: impl Fn(std::net::SocketAddr, usize)) {
     }
 }
 
+/// `threads` connections each call `increment(1)` on actor `id` `calls` times; returns every
+/// value the calls returned.
+fn increment_from_threads(
+    addr: std::net::SocketAddr,
+    id: &str,
+    threads: usize,
+    calls: usize,
+) -> BTreeSet<i64> {
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut rivet = Rivet::connect(addr);
+                    (0..calls)
+                        .map(|_| rivet.call(id, "increment", json!([1])).as_i64().unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
+}
+
 #[test]
 fn metadata_and_health() {
     on_1_and_2_shards(|addr, _| {
@@ -243,25 +269,10 @@ fn actions_and_errors() {
 fn concurrent_increments_over_many_connections_are_exact() {
     on_1_and_2_shards(|addr, _| {
         let id = Rivet::connect(addr).get_or_create("counter", "concurrent");
-        let results: Vec<i64> = thread::scope(|scope| {
-            let workers: Vec<_> = (0..20)
-                .map(|_| {
-                    let id = id.clone();
-                    scope.spawn(move || {
-                        let mut rivet = Rivet::connect(addr);
-                        (0..10)
-                            .map(|_| rivet.call(&id, "increment", json!([1])).as_i64().unwrap())
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap())
-                .collect()
-        });
-        let distinct: BTreeSet<i64> = results.iter().copied().collect();
-        assert_eq!(distinct, (1..=200).collect::<BTreeSet<_>>());
+        assert_eq!(
+            increment_from_threads(addr, &id, 20, 10),
+            (1..=200).collect::<BTreeSet<_>>()
+        );
         assert_eq!(Rivet::connect(addr).call(&id, "getCount", json!([])), 200);
     });
 }
@@ -381,25 +392,8 @@ fn glommio_socket_fallback_serves_the_protocol() {
     });
     let addr = server.local_addr();
     let id = Rivet::connect(addr).get_or_create("counter", "fallback");
-    let results: Vec<i64> = thread::scope(|scope| {
-        let workers: Vec<_> = (0..8)
-            .map(|_| {
-                let id = id.clone();
-                scope.spawn(move || {
-                    let mut rivet = Rivet::connect(addr);
-                    (0..10)
-                        .map(|_| rivet.call(&id, "increment", json!([1])).as_i64().unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
-    });
     assert_eq!(
-        results.iter().copied().collect::<BTreeSet<_>>(),
+        increment_from_threads(addr, &id, 8, 10),
         (1..=80).collect::<BTreeSet<_>>()
     );
     let mut rivet = Rivet::connect(addr);
