@@ -45,6 +45,20 @@
 //! The loop has no idle or header-read timeout of its own; callers that need one (against
 //! slow-loris peers) can set glommio's read timeout on the stream before calling [`serve`].
 //!
+//! # WebSocket
+//!
+//! A request whose `Upgrade` field lists `websocket` is a WebSocket upgrade request. If
+//! [`Handler::wants_upgrade`] says the handler serves WebSocket for it, the handshake is
+//! validated ([`crate::ws::validate_upgrade`]); an invalid one is answered with the
+//! [`crate::ws::HandshakeError`]'s status and headers (400 or 426) and the connection stays an
+//! HTTP connection. A valid one goes to [`Handler::upgrade`]: `Some` writes the
+//! `101 Switching Protocols`, flushes it (with every response before it) and turns the same
+//! connection, with the bytes already read after the head, into a WebSocket served by the
+//! handler's [`WsSession`]; `None` hands the request to [`Handler::handle`] like any other.
+//! Handlers that do not override `wants_upgrade` (the default) see upgrade requests in
+//! `handle`, as before WebSocket support existed. The WebSocket loop is described in the docs
+//! of the `websocket` submodule, summarised on [`WsSession`] and [`WsSender`].
+//!
 //! # Handler shape
 //!
 //! [`Handler::handle`] returns `impl Future` so implementations can be plain `async fn`s. In
@@ -65,6 +79,14 @@ use glommio::net::TcpStream;
 use crate::http::{
     BodyKind, CHUNK_LINE_BYTES_MAX, CONTINUE_RESPONSE, ChunkedDecoder, Dechunked, Error, Header,
     Limits, Progress, Request, Response, find_head_end, parse_head, reason_phrase, recycle_headers,
+};
+use crate::ws;
+
+mod websocket;
+
+pub use websocket::{
+    Accepted, CLOSE_OUTBOUND_FULL, SendError, WsClose, WsLimits, WsMessage, WsSender, WsSession,
+    encode_binary_frame, encode_text_frame,
 };
 
 /// The size a connection's read buffer starts with (and shrinks back to): large enough for a
@@ -104,6 +126,36 @@ pub trait Handler {
         body: &mut [u8],
         res: &mut Response<'_>,
     ) -> impl Future<Output = ()>;
+
+    /// Whether this handler serves WebSocket for `req`, a request whose `Upgrade` field lists
+    /// `websocket` (e.g. by path). When it does, the handshake is validated and an invalid one
+    /// is answered 400/426 by the loop; a valid one goes to [`Handler::upgrade`]. When it does
+    /// not (the default), the request goes to [`Handler::handle`] like any other.
+    ///
+    /// This is separate from `upgrade` because the loop must know whether to validate (and
+    /// answer a broken handshake itself) before it may call `upgrade`, which only ever sees
+    /// valid handshakes.
+    fn wants_upgrade(&self, req: &Request<'_>) -> bool {
+        let _ = req;
+        false
+    }
+
+    /// Called for a request that asks to upgrade to WebSocket (a GET with
+    /// `Upgrade: websocket`) after the handshake headers validated, when
+    /// [`Handler::wants_upgrade`] returned true for it. `protocols` are the subprotocols the
+    /// client offers, in its order of preference. Return `Some` to accept: the loop writes the
+    /// 101 (selecting [`Accepted::protocol`] if the client offered it, no subprotocol
+    /// otherwise) and serves the connection as a WebSocket through [`Accepted::session`].
+    /// `None` answers the request with [`Handler::handle`] as a normal HTTP request (default:
+    /// None).
+    fn upgrade(
+        &self,
+        req: &Request<'_>,
+        protocols: ws::Protocols<'_>,
+    ) -> impl Future<Output = Option<Accepted>> {
+        let _ = (req, protocols);
+        async { None }
+    }
 }
 
 /// A byte stream the serve loop can run on: glommio's `TcpStream`, or a stream of our own
@@ -157,10 +209,23 @@ impl Transport for crate::uring::UringStream {
 
 /// Serves one connection until the peer closes, a protocol error, or the handler asks to close.
 /// See the module docs for the flow, the flushing policy and what is returned when.
+/// WebSocket connections get [`WsLimits::default`]; see [`serve_with`].
 pub async fn serve<T: Transport, H: Handler>(
     stream: T,
     handler: &H,
     limits: &Limits,
+) -> io::Result<()> {
+    serve_with(stream, handler, limits, &WsLimits::default()).await
+}
+
+/// [`serve`] with explicit limits for the connection's WebSocket mode, if it is upgraded.
+/// Once upgraded, the connection is served as a WebSocket until it closes, and this returns
+/// then (`Ok` for every ending that is not a socket error, as for HTTP).
+pub async fn serve_with<T: Transport, H: Handler>(
+    stream: T,
+    handler: &H,
+    limits: &Limits,
+    ws_limits: &WsLimits,
 ) -> io::Result<()> {
     let mut conn = Conn {
         stream,
@@ -173,6 +238,7 @@ pub async fn serve<T: Transport, H: Handler>(
             Next::KeepAlive => {}
             Next::Close => return conn.close().await,
             Next::PeerClosed => return Ok(()),
+            Next::Upgrade(session) => return websocket::run(conn, session, ws_limits).await,
         }
     }
 }
@@ -185,6 +251,16 @@ enum Next {
     Close,
     /// The peer closed (between requests or mid-request); nothing more can be written usefully.
     PeerClosed,
+    /// The 101 is in the output buffer and the request consumed: serve a WebSocket.
+    Upgrade(Box<dyn WsSession>),
+}
+
+/// What [`dispatch`] did with a request.
+enum Dispatched {
+    /// A response was written; `close` says whether the connection must close after it.
+    Http { close: bool },
+    /// The handler accepted a WebSocket upgrade and the 101 was written.
+    Upgrade(Box<dyn WsSession>),
 }
 
 /// Where phase 2 left a request.
@@ -194,7 +270,7 @@ enum Step {
     /// The handler ran. `region_len` is the new length of everything after the head (decoded
     /// body plus pipelined bytes), `body_len` the length of the body within it.
     Done {
-        close: bool,
+        outcome: Dispatched,
         body_len: usize,
         region_len: usize,
     },
@@ -329,11 +405,11 @@ impl<T: Transport> Conn<T> {
                         body_len,
                         region_len,
                     } => {
-                        let close =
+                        let outcome =
                             dispatch(handler, &head.request, &mut rest[..body_len], &mut self.out)
                                 .await;
                         Step::Done {
-                            close,
+                            outcome,
                             body_len,
                             region_len,
                         }
@@ -351,7 +427,7 @@ impl<T: Transport> Conn<T> {
         match step {
             Step::Reject(error) => Ok(self.reject(error)),
             Step::Done {
-                close,
+                outcome,
                 body_len,
                 region_len,
             } => {
@@ -360,7 +436,7 @@ impl<T: Transport> Conn<T> {
                 // changes nothing.
                 self.rb.set_len(head_len + region_len);
                 self.rb.consume(head_len + body_len);
-                self.after_response(close).await
+                self.after_response(outcome).await
             }
             Step::Slow(pending) => {
                 if let Some((_, len)) = pending.decoder {
@@ -427,7 +503,7 @@ impl<T: Transport> Conn<T> {
         let mut headers = recycle_headers(mem::take(store));
         let (head_bytes, rest) = self.rb.data_mut().split_at_mut(head_len);
         let parsed = parse_head(head_bytes, &mut headers, limits);
-        let close = match parsed {
+        let outcome = match parsed {
             Ok(Progress::Complete(head)) => match rest.get_mut(..body_len) {
                 Some(body) => Some(dispatch(handler, &head.request, body, &mut self.out).await),
                 None => None,
@@ -436,10 +512,10 @@ impl<T: Transport> Conn<T> {
             _ => None,
         };
         *store = recycle_headers(headers);
-        match close {
-            Some(close) => {
+        match outcome {
+            Some(outcome) => {
                 self.rb.consume(head_len + body_len);
-                self.after_response(close).await
+                self.after_response(outcome).await
             }
             None => Ok(self.reject(Error::BadRequest)),
         }
@@ -447,7 +523,11 @@ impl<T: Transport> Conn<T> {
 
     /// Decides how to continue after a response was appended, flushing early if a lot of output
     /// is pending.
-    async fn after_response(&mut self, close: bool) -> io::Result<Next> {
+    async fn after_response(&mut self, outcome: Dispatched) -> io::Result<Next> {
+        let close = match outcome {
+            Dispatched::Http { close } => close,
+            Dispatched::Upgrade(session) => return Ok(Next::Upgrade(session)),
+        };
         if close {
             return Ok(Next::Close);
         }
@@ -511,14 +591,33 @@ impl<T: Transport> Conn<T> {
     }
 }
 
-/// Runs the handler for one request and makes sure exactly one response was written; returns
-/// whether the connection must close afterwards.
+/// Runs the handler for one request and makes sure exactly one response was written (or, for an
+/// accepted WebSocket upgrade, the 101); says whether the connection must close afterwards or
+/// becomes a WebSocket.
 async fn dispatch<H: Handler>(
     handler: &H,
     req: &Request<'_>,
     body: &mut [u8],
     out: &mut Vec<u8>,
-) -> bool {
+) -> Dispatched {
+    if asks_websocket(req) && handler.wants_upgrade(req) {
+        match ws::validate_upgrade(req) {
+            Err(error) => {
+                tracing::debug!(path = req.path, %error, "invalid WebSocket handshake");
+                let mut res = Response::for_request(out, req);
+                res.send(error.status(), error.headers(), error.reason().as_bytes());
+                return Dispatched::Http {
+                    close: res.will_close(),
+                };
+            }
+            Ok(upgrade) => {
+                if let Some(accepted) = handler.upgrade(req, upgrade.protocols()).await {
+                    ws::write_accept(out, &upgrade, accepted.protocol.as_deref());
+                    return Dispatched::Upgrade(accepted.session);
+                }
+            }
+        }
+    }
     let mut res = Response::for_request(out, req);
     handler.handle(req, body, &mut res).await;
     if !res.is_sent() {
@@ -532,7 +631,19 @@ async fn dispatch<H: Handler>(
             b"Internal Server Error",
         );
     }
-    res.will_close()
+    Dispatched::Http {
+        close: res.will_close(),
+    }
+}
+
+/// Whether `req` asks to upgrade to WebSocket: some `Upgrade` field lists `websocket`
+/// (a comma-separated, case-insensitive token list).
+fn asks_websocket(req: &Request<'_>) -> bool {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// A connection's read buffer: `buf[start..end]` holds received bytes not yet consumed.
@@ -589,6 +700,12 @@ impl ReadBuf {
                 self.buf.shrink_to_fit();
             }
         }
+    }
+
+    /// Sets the largest size the buffer may grow to (the WebSocket mode bounds it by the frame
+    /// limit instead of the HTTP limits). Data already buffered is kept.
+    fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(READ_BUF_INITIAL);
     }
 
     /// The whole buffer as scratch space, for discarding input while lingering.

@@ -4,8 +4,7 @@
 //!
 //! Like [`crate::http`], the pieces are pure functions of bytes (or small state machines), with
 //! no socket in sight, so every frame shape and every violation can be tested byte by byte and
-//! the connection loop that will drive them stays thin. This module is the codec only; it is not
-//! yet wired into [`crate::server`].
+//! the connection loop that drives them ([`crate::server`]'s WebSocket mode) stays thin.
 //!
 //! # Error model
 //!
