@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::keys::{self, KeyDist};
+
 const EXAMPLES: &str = "\
 Examples:
   # 64 connections increment one counter actor for 10 s after a 1 s warmup
@@ -15,6 +17,18 @@ Examples:
   loadgen action --endpoint http://127.0.0.1:3000/api/rivet --actor counter \\
       --key-part tenant --key-part a/b --action increment --args '[1]'
 
+  # open loop: 20000 req/s in total over 64 connections, at most 16 in flight per connection
+  loadgen action --endpoint http://127.0.0.1:6420 --actor counter --key bench \\
+      --action increment --rate 20000 --max-in-flight 16 --duration 30s --warmup 2s
+
+  # 10000 actors bench-0..bench-9999, requests spread uniformly / Zipf-skewed (s = 1.1)
+  loadgen action --actor counter --key bench --action increment --keys 10000 --key-dist uniform
+  loadgen action --actor counter --key bench --action increment --keys 10000 \\
+      --key-dist zipf:1.1 --seed 7
+
+  # resolve on every call, like the official client's stateless handles (PUT, then POST)
+  loadgen action --actor counter --key bench --action increment --resolve-each
+
   # nginx `return 200` for comparison, stop after 100000 requests, keep the results
   loadgen raw --url http://127.0.0.1:8080/ --connections 64 --requests 100000 \\
       --json out.json --hgrm out.hgrm
@@ -22,14 +36,61 @@ Examples:
   # two executors (threads) on CPUs 1-2, 4 requests in flight per connection
   taskset -c 1,2 loadgen raw --url http://127.0.0.1:8080/ --threads 2 --pipeline 4
 
+  # open loop against nginx at 50000 req/s
+  loadgen raw --url http://127.0.0.1:8080/ --rate 50000 --duration 20s --warmup 2s
+
 Durations: 500ms, 10s, 1m, 1m30s, 1.5s (units: us, ms, s, m, h).
 
 Counting: `requests` = `ok` (2xx) + request errors (non-2xx status, timeout, reset, closed,
 parse, io). Connect failures are errors too but not requests. With --requests N exactly N
 measured requests are sent in total, unless --duration ends the run first. Requests still in
 flight at the deadline are abandoned and not counted; warmup requests are never counted.
-Latency runs from writing a request (a pipelined batch) to reading its whole response, and
-covers 2xx responses only. Throughput = requests / measured duration.
+Latency covers 2xx responses only and ends when the whole response is read. Throughput =
+requests / measured duration.
+
+Closed loop (the default): each connection writes --pipeline requests, reads their responses
+and repeats. Latency runs from writing a request (a pipelined batch) to reading its response,
+so a slow server also slows the load (coordinated omission).
+
+Open loop (--rate R): request j of the run (over all connections) is due at start + j/R;
+connection g of C sends requests g, g+C, g+2C, ... (R/C per second each), pipelined on its
+keep-alive connection, whatever the responses do. Latency runs from the INTENDED send time,
+so a stall shows in the percentiles even for requests that were not sent during it (as wrk2
+does). A connection keeps at most --max-in-flight K requests unanswered; when a request falls
+due with K outstanding it waits, and goes out as soon as a response frees a place (the
+schedule is kept: later requests do not move, and latency still counts from the intended
+time); such requests are `late_sends`. While a connection is down, due requests are queued
+(up to K) and sent on reconnect; a response that closes the connection loses the requests
+already written after it (`closed` errors), while those not yet written go to the next one.
+--timeout applies to the oldest unanswered request of a connection, from its writing; when it
+expires the connection is closed and its written requests fail as `timeout`. Each
+connection's schedule starts at its first connection (earlier slots are setup and skipped);
+slots due during --warmup are warmup. With --requests N the first N measured slots are sent
+and the run ends once they are answered. `sent` counts measured requests handed to a
+connection, `achieved_rate` = sent / measured duration, and `send_lag_us` is how long after
+its intended time each was sent (the bound, reconnects and loadgen's own wake-up delay, which
+is also in the latencies). Requests due but never sent by the deadline count nowhere except
+as the gap between `rate` and `achieved_rate`.
+
+Keys (action): --keys N with --key-dist uniform or zipf[:S] spreads the load over N actors with
+keys PREFIX-0 .. PREFIX-(N-1) (PREFIX is --key, default `key`), each resolved once up front
+(PUT /actors, in parallel); every request then picks its actor: uniformly, or by Zipf's law
+(PREFIX-0 is the most frequent; rank r has weight 1/r^S, S = 0.99 by default), from a
+generator seeded by --seed and the connection's index (deterministic per connection); the
+report's url then has `*` for the actor id and actor_id is null. The default, hot, loads the
+single actor named by --key/--key-part as given.
+
+Resolve on every call (action, --resolve-each): each request is a PUT /actors (getOrCreate)
+followed, once it is answered 2xx, by the action POST on the same connection, as the official
+client's stateless handles do. The pair counts as one request and one latency sample (from
+writing the PUT, or its intended time, to the end of the POST's response); a non-2xx PUT
+fails the pair with its status and no POST is sent. The POST uses the actor id resolved up
+front (the PUT's body is not parsed during the load).
+
+JSON summary (--json), besides the fields of the text report: `loop` (\"closed\" or \"open\"),
+`rate` and `max_in_flight` (open loop), `pipeline` (closed loop), `sent`, `achieved_rate`,
+`late_sends` and `send_lag_us` {p50, p99, max} (open loop), and for action `keys`, `key_dist`,
+`seed`, `resolve_each`; a field that does not apply is null. `mode` is the subcommand.
 
 Exit status: 0 when the run completed (even with errors), 1 for setup errors (bad URL,
 unreachable endpoint, actor resolution failed), 2 for command-line errors.";
@@ -38,7 +99,7 @@ unreachable endpoint, actor resolution failed), 2 for command-line errors.";
 #[command(
     name = "loadgen",
     version,
-    about = "Closed-loop HTTP/1.1 load generator for Pinion (and the servers it is compared with)",
+    about = "Closed- or open-loop HTTP/1.1 load generator for Pinion (and the servers it is compared with)",
     after_help = EXAMPLES
 )]
 pub(crate) struct Cli {
@@ -68,6 +129,7 @@ pub(crate) struct ActionArgs {
     #[arg(long)]
     pub(crate) actor: String,
     /// Actor key with one part, like getOrCreate("bench"). No key at all is the empty key.
+    /// With --key-dist uniform or zipf, the prefix of the --keys actors' keys.
     #[arg(long, conflicts_with = "key_part")]
     pub(crate) key: Option<String>,
     /// One part of a multi-part key; repeat in order.
@@ -85,6 +147,21 @@ pub(crate) struct ActionArgs {
     /// Extra header `name: value` on every request; repeatable.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
     pub(crate) headers: Vec<(String, String)>,
+    /// Spread the load over N actors with keys `PREFIX-0` .. `PREFIX-(N-1)` (PREFIX from
+    /// --key, default `key`), each resolved once up front; needs --key-dist uniform or zipf.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) keys: u64,
+    /// How each request picks its actor: `hot` (the one --key/--key-part actor), `uniform`
+    /// over the --keys actors, or `zipf[:S]` (rank r ∝ 1/r^S, S default 0.99; PREFIX-0 hottest).
+    #[arg(long, value_name = "DIST", default_value = "hot", value_parser = keys::parse_key_dist)]
+    pub(crate) key_dist: KeyDist,
+    /// Seed of the key choice (each connection's sequence is deterministic per seed).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Every request is `PUT /actors` then the action POST on the same connection (like the
+    /// official client's stateless handles); the pair is one request and one latency sample.
+    #[arg(long)]
+    pub(crate) resolve_each: bool,
     #[command(flatten)]
     pub(crate) load: LoadArgs,
 }
@@ -124,9 +201,17 @@ pub(crate) struct LoadArgs {
     /// Executors (threads), each with its share of the connections (pinning is left to taskset).
     #[arg(long, short = 't', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) threads: u32,
-    /// Requests written back to back per connection before reading their responses.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Closed loop: requests written back to back per connection before reading their responses.
+    #[arg(long, default_value_t = 1, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) pipeline: u32,
+    /// Open loop: send R requests per second in total, at fixed intended times spread evenly
+    /// over the connections, and measure latency from those times (see "Open loop" below).
+    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    pub(crate) rate: Option<f64>,
+    /// Open loop: most unanswered requests per connection; a request due beyond it waits for a
+    /// response and goes out late (its latency still counts from its intended time).
+    #[arg(long, value_name = "K", default_value_t = 64, requires = "rate", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub(crate) max_in_flight: u32,
     /// Longest wait for the responses to a request (or a pipelined batch).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
@@ -182,6 +267,20 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses a request rate: a positive number of requests per second, like `2000` or `0.5`.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid rate `{text}`: expected requests per second, like 2000"))?;
+    if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
+        return Err(format!(
+            "invalid rate `{text}`: must be > 0 and <= 1e9 requests per second"
+        ));
+    }
+    Ok(rate)
+}
+
 fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text.split_once(':').ok_or("expected `name: value`")?;
     let name = name.trim();
@@ -218,6 +317,34 @@ mod tests {
         for bad in ["", "10", "s", "10x", "1..5s", "-1s", "10 s s", "1e3s"] {
             assert!(parse_duration(bad).is_err(), "`{bad}` should be rejected");
         }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("2000"), Ok(2000.0));
+        assert_eq!(parse_rate(" 0.5 "), Ok(0.5));
+        for bad in ["", "0", "-1", "nan", "inf", "1e10", "fast"] {
+            assert!(parse_rate(bad).is_err(), "`{bad}` should be rejected");
+        }
+    }
+
+    #[test]
+    fn open_loop_options() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["loadgen", "raw", "--url", "http://127.0.0.1:1/"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        let load = |cli: Cli| match cli.command {
+            Command::Raw(raw) => raw.load,
+            Command::Action(action) => action.load,
+        };
+        let closed = load(parse(&[]).unwrap());
+        assert_eq!((closed.rate, closed.max_in_flight), (None, 64));
+        let open = load(parse(&["--rate", "100", "--max-in-flight", "4"]).unwrap());
+        assert_eq!((open.rate, open.max_in_flight), (Some(100.0), 4));
+        assert!(parse(&["--max-in-flight", "4"]).is_err(), "needs --rate");
+        assert!(parse(&["--rate", "100", "--pipeline", "2"]).is_err());
     }
 
     #[test]

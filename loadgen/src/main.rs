@@ -1,12 +1,15 @@
-//! `loadgen`: closed-loop HTTP/1.1 load over keep-alive connections on glommio executors.
+//! `loadgen`: closed- or open-loop HTTP/1.1 load over keep-alive connections on glommio
+//! executors.
 //!
-//! The main thread parses the command line, resolves the target (for `action`, the actor id via
+//! The main thread parses the command line, resolves the target (for `action`, the actor ids via
 //! `PUT /actors`), starts one glommio executor per `--threads` on its own thread, prints the
 //! progress line while they run and the report once they are done. All measuring happens in
-//! [`shard`]; the HTTP client is the small codec in [`http`].
+//! [`shard`]; the HTTP client is the small codec in [`http`]; which actor a request goes to is
+//! [`keys`].
 
 mod cli;
 mod http;
+mod keys;
 mod report;
 mod rivet;
 mod shard;
@@ -23,8 +26,9 @@ use clap::Parser;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cli::{ActionArgs, Cli, Command, LoadArgs, RawArgs};
-use crate::report::{CpuTime, RunInfo, Summary};
-use crate::shard::{Plan, Progress, ShardReport, Tickets};
+use crate::keys::KeyDist;
+use crate::report::{CpuTime, KeysInfo, RunInfo, Summary};
+use crate::shard::{OpenLoop, Pacing, Plan, Progress, Requests, ShardReport, Templates, Tickets};
 use crate::url::Url;
 
 #[global_allocator]
@@ -46,13 +50,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The request every connection sends, and where.
+/// Most connections resolving actors in parallel before the load.
+const RESOLVE_WORKERS_MAX: usize = 16;
+
+/// What the connections send, and where.
 struct Target {
     addr: SocketAddr,
-    request: Vec<u8>,
+    requests: Requests,
     method: String,
     url: String,
+    /// The actor, when there is exactly one.
     actor_id: Option<String>,
+    keys: Option<KeysInfo>,
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -77,8 +86,10 @@ fn run(cli: Cli) -> Result<(), String> {
         requests_limit: load.requests,
         warmup: load.warmup,
         actor_id: target.actor_id.clone(),
+        open: load.rate.map(|rate| (rate, load.max_in_flight)),
+        keys: target.keys.clone(),
     };
-    let (reports, measure_start, cpu, wall) = drive(&target, &load)?;
+    let (reports, measure_start, cpu, wall) = drive(target, &load)?;
     let summary = Summary::merge(reports, measure_start, cpu, wall);
     if let Some(path) = &load.json {
         std::fs::write(path, report::json(&info, &summary))
@@ -134,40 +145,31 @@ fn action_target(args: &ActionArgs) -> Result<Target, String> {
             args.args
         ));
     }
+    let keys = action_keys(args)?;
     let addr = endpoint.socket_addr()?;
-    let parts = match &args.key {
-        Some(key) => vec![key.clone()],
-        None => args.key_part.clone(),
-    };
-    let key = rivet::serialize_key(&parts);
-    let resolved = rivet::resolve(&rivet::Resolve {
+    let manager = rivet::Manager {
         endpoint: &endpoint,
         addr,
         namespace: &args.namespace,
         actor: &args.actor,
-        key: &key,
         headers: &args.headers,
         timeout: args.load.timeout,
-    })?;
-    if !args.load.quiet {
-        let created = match resolved.created {
-            Some(true) => " (created)",
-            Some(false) => " (existing)",
-            None => "",
-        };
-        eprintln!(
-            "loadgen: actor {} key {key:?} is {}{created}",
-            args.actor, resolved.actor_id
-        );
+    };
+    let show_progress = keys.len() > 1 && !args.load.quiet && std::io::stderr().is_terminal();
+    let workers = keys.len().min(RESOLVE_WORKERS_MAX);
+    let resolved = manager.resolve_all(&keys, workers, |done| {
+        if show_progress {
+            eprint!("\r\x1b[2Kloadgen: resolving actors {done}/{}", keys.len());
+            let _ = std::io::stderr().flush();
+        }
+    });
+    if show_progress {
+        eprint!("\r\x1b[2K");
     }
-    let path = url::join_path(
-        &endpoint.path,
-        &format!(
-            "/gateway/{}/action/{}",
-            rivet::encode_uri_component(&resolved.actor_id),
-            rivet::encode_uri_component(&args.action)
-        ),
-    );
+    let resolved = resolved?;
+    if !args.load.quiet {
+        describe_resolved(args, &keys, &resolved);
+    }
     let mut headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
         ("x-rivet-encoding".to_string(), "json".to_string()),
@@ -177,19 +179,124 @@ fn action_target(args: &ActionArgs) -> Result<Target, String> {
     }
     headers.extend(args.headers.iter().cloned());
     let body = format!(r#"{{"args":{call_args}}}"#);
-    Ok(Target {
-        addr,
-        request: http::build_request(
+    let action_path = |actor_id: &str| {
+        url::join_path(
+            &endpoint.path,
+            &format!(
+                "/gateway/{actor_id}/action/{}",
+                rivet::encode_uri_component(&args.action)
+            ),
+        )
+    };
+    let mut calls = Templates::default();
+    for actor in &resolved {
+        let path = action_path(&rivet::encode_uri_component(&actor.actor_id));
+        calls.push(&http::build_request(
             "POST",
             &path,
             &endpoint.authority,
             &headers,
             body.as_bytes(),
+        ));
+    }
+    let resolves = args.resolve_each.then(|| {
+        let mut resolves = Templates::default();
+        for key in &keys {
+            resolves.push(&manager.put_request(key));
+        }
+        resolves
+    });
+    let (url, actor_id) = match resolved.as_slice() {
+        [only] => (
+            endpoint.display(&action_path(&rivet::encode_uri_component(&only.actor_id))),
+            Some(only.actor_id.clone()),
         ),
+        _ => (endpoint.display(&action_path("*")), None),
+    };
+    Ok(Target {
+        addr,
+        requests: Requests {
+            calls,
+            resolves,
+            head_request: false,
+            key_dist: args.key_dist,
+            seed: args.seed,
+        },
         method: "POST".into(),
-        url: endpoint.display(&path),
-        actor_id: Some(resolved.actor_id),
+        url,
+        actor_id,
+        keys: Some(KeysInfo {
+            count: keys.len() as u64,
+            first: keys.first().cloned().unwrap_or_default(),
+            last: keys.last().cloned().unwrap_or_default(),
+            dist: args.key_dist,
+            seed: args.seed,
+            resolve_each: args.resolve_each,
+        }),
     })
+}
+
+/// The serialised key strings of the actors to load, in rank order.
+fn action_keys(args: &ActionArgs) -> Result<Vec<String>, String> {
+    match args.key_dist {
+        KeyDist::Hot => {
+            if args.keys > 1 {
+                return Err(format!(
+                    "--keys {} needs --key-dist uniform or zipf (hot loads one actor)",
+                    args.keys
+                ));
+            }
+            let parts = match &args.key {
+                Some(key) => vec![key.clone()],
+                None => args.key_part.clone(),
+            };
+            Ok(vec![rivet::serialize_key(&parts)])
+        }
+        KeyDist::Uniform | KeyDist::Zipf(_) => {
+            if !args.key_part.is_empty() {
+                return Err(format!(
+                    "--key-part cannot be combined with --key-dist {}; use --key PREFIX",
+                    args.key_dist
+                ));
+            }
+            let prefix = args.key.as_deref().unwrap_or("key");
+            Ok((0..args.keys)
+                .map(|index| rivet::serialize_key(&[format!("{prefix}-{index}")]))
+                .collect())
+        }
+    }
+}
+
+/// The line (on stderr) that says which actors the load goes to.
+fn describe_resolved(args: &ActionArgs, keys: &[String], resolved: &[rivet::Resolved]) {
+    if let ([key], [only]) = (keys, resolved) {
+        let created = match only.created {
+            Some(true) => " (created)",
+            Some(false) => " (existing)",
+            None => "",
+        };
+        eprintln!(
+            "loadgen: actor {} key {key:?} is {}{created}",
+            args.actor, only.actor_id
+        );
+        return;
+    }
+    let created = resolved
+        .iter()
+        .filter(|actor| actor.created == Some(true))
+        .count();
+    let distinct: std::collections::HashSet<&str> = resolved
+        .iter()
+        .map(|actor| actor.actor_id.as_str())
+        .collect();
+    eprintln!(
+        "loadgen: resolved {} actors of {}, keys {:?}..{:?} ({created} created, {} distinct ids)",
+        resolved.len(),
+        args.actor,
+        keys.first().map(String::as_str).unwrap_or_default(),
+        keys.last().map(String::as_str).unwrap_or_default(),
+        distinct.len()
+    );
 }
 
 fn raw_target(args: &RawArgs) -> Result<Target, String> {
@@ -199,26 +306,42 @@ fn raw_target(args: &RawArgs) -> Result<Target, String> {
     drop(rivet::connect_blocking(addr, args.load.connect_timeout)?);
     let target = url.target();
     let body = args.body.as_deref().unwrap_or_default().as_bytes();
+    let mut calls = Templates::default();
+    calls.push(&http::build_request(
+        &args.method,
+        &target,
+        &url.authority,
+        &args.headers,
+        body,
+    ));
     Ok(Target {
         addr,
-        request: http::build_request(&args.method, &target, &url.authority, &args.headers, body),
+        requests: Requests {
+            calls,
+            resolves: None,
+            head_request: args.method == "HEAD",
+            key_dist: KeyDist::Hot,
+            seed: 0,
+        },
         method: args.method.clone(),
         url: url.display(&target),
         actor_id: None,
+        keys: None,
     })
 }
 
 /// Runs the executors to the end. Returns their reports, the start of measuring, and the CPU
 /// and wall time the whole load took.
 fn drive(
-    target: &Target,
+    target: Target,
     load: &LoadArgs,
 ) -> Result<(Vec<ShardReport>, Instant, CpuTime, Duration), String> {
     let cpu_start = CpuTime::now();
     let wall_start = Instant::now();
     let measure_start = wall_start + load.warmup;
     let deadline = measure_start + load.duration;
-    let (receiver, progress, handles) = spawn_executors(target, load, measure_start, deadline)?;
+    let (receiver, progress, handles) =
+        spawn_executors(target, load, wall_start, measure_start, deadline)?;
     let show_progress = !load.quiet && std::io::stderr().is_terminal();
     let mut reports = Vec::with_capacity(handles.len());
     let mut line = ProgressLine {
@@ -265,8 +388,9 @@ type Executors = (
 /// Starts `--threads` glommio executors, each on its own thread with its share of connections.
 /// Each sends its report (or why it could not start) on the returned channel.
 fn spawn_executors(
-    target: &Target,
+    target: Target,
     load: &LoadArgs,
+    start: Instant,
     measure_start: Instant,
     deadline: Instant,
 ) -> Result<Executors, String> {
@@ -278,17 +402,30 @@ fn spawn_executors(
             issued: AtomicU64::new(0),
         })
     });
-    let request: Arc<[u8]> = target.request.clone().into();
+    let requests = Arc::new(target.requests);
+    let pacing = match load.rate {
+        None => Pacing::Closed {
+            pipeline: load.pipeline as usize,
+        },
+        Some(rate) => Pacing::Open(OpenLoop {
+            origin: start,
+            rate,
+            connections: connections as u64,
+            max_in_flight: load.max_in_flight as usize,
+        }),
+    };
     let (sender, receiver) = mpsc::channel();
     let mut progress = Vec::with_capacity(threads);
     let mut handles = Vec::with_capacity(threads);
+    let mut first_connection = 0;
     for index in 0..threads {
+        let share = connections / threads + usize::from(index < connections % threads);
         let plan = Plan {
             addr: target.addr,
-            request: request.clone(),
-            head_request: target.method == "HEAD",
-            connections: connections / threads + usize::from(index < connections % threads),
-            pipeline: load.pipeline as usize,
+            requests: requests.clone(),
+            pacing: pacing.clone(),
+            connections: share,
+            first_connection,
             measure_start,
             deadline,
             timeout: load.timeout,
@@ -296,6 +433,7 @@ fn spawn_executors(
             tickets: tickets.clone(),
             progress: Arc::new(Progress::default()),
         };
+        first_connection += share;
         progress.push(plan.progress.clone());
         let sender = sender.clone();
         let handle = std::thread::Builder::new()

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::keys::KeyDist;
 use crate::rivet::json_string;
 use crate::shard::{ErrorKind, LATENCY_NS_MAX, ShardReport};
 
@@ -59,6 +60,22 @@ pub(crate) struct RunInfo {
     pub(crate) requests_limit: Option<u64>,
     pub(crate) warmup: Duration,
     pub(crate) actor_id: Option<String>,
+    /// Open loop: the target rate (requests/s in total) and `--max-in-flight`.
+    pub(crate) open: Option<(f64, u32)>,
+    /// `action` only: which actors the load is spread over.
+    pub(crate) keys: Option<KeysInfo>,
+}
+
+/// The actors of an `action` run.
+#[derive(Debug, Clone)]
+pub(crate) struct KeysInfo {
+    pub(crate) count: u64,
+    /// First and last key strings (serialised), for the report.
+    pub(crate) first: String,
+    pub(crate) last: String,
+    pub(crate) dist: KeyDist,
+    pub(crate) seed: u64,
+    pub(crate) resolve_each: bool,
 }
 
 /// Everything measured, merged over executors.
@@ -69,6 +86,12 @@ pub(crate) struct Summary {
     pub(crate) errors: BTreeMap<ErrorKind, u64>,
     pub(crate) histogram: Histogram<u64>,
     pub(crate) connects: u64,
+    /// Measured requests handed to a connection.
+    pub(crate) sent: u64,
+    /// Open loop: measured requests held back by `--max-in-flight`.
+    pub(crate) late: u64,
+    /// Open loop: send time minus intended time of each measured request (ns).
+    pub(crate) send_lag: Histogram<u64>,
     /// Measured window: end of warmup to the deadline or the last response.
     pub(crate) elapsed: Duration,
     pub(crate) cpu: CpuTime,
@@ -91,6 +114,9 @@ impl Summary {
             errors: BTreeMap::new(),
             histogram: histogram.clone(),
             connects: 0,
+            sent: 0,
+            late: 0,
+            send_lag: histogram.clone(),
             elapsed: Duration::ZERO,
             cpu,
             wall,
@@ -100,6 +126,12 @@ impl Summary {
             summary.requests += report.requests;
             summary.ok += report.ok;
             summary.connects += report.connects;
+            summary.sent += report.sent;
+            summary.late += report.late;
+            summary
+                .send_lag
+                .add(&report.send_lag)
+                .expect("histograms share their bounds");
             for (kind, count) in report.errors {
                 *summary.errors.entry(kind).or_default() += count;
             }
@@ -118,11 +150,36 @@ impl Summary {
     }
 
     pub(crate) fn throughput(&self) -> f64 {
+        self.per_second(self.requests)
+    }
+
+    /// Measured requests sent per second of the measured window.
+    pub(crate) fn achieved_rate(&self) -> f64 {
+        self.per_second(self.sent)
+    }
+
+    fn per_second(&self, count: u64) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 {
-            self.requests as f64 / seconds
+            count as f64 / seconds
         } else {
             0.0
+        }
+    }
+
+    /// Send lag in microseconds at `quantile`; 0 without sends.
+    fn send_lag_us(&self, quantile: f64) -> f64 {
+        if self.send_lag.is_empty() {
+            return 0.0;
+        }
+        self.send_lag.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn send_lag_max_us(&self) -> f64 {
+        if self.send_lag.is_empty() {
+            0.0
+        } else {
+            self.send_lag.max() as f64 / 1000.0
         }
     }
 
@@ -168,14 +225,33 @@ pub(crate) fn text(info: &RunInfo, summary: &Summary) -> String {
     if let Some(id) = &info.actor_id {
         let _ = writeln!(out, "actor:       {id}");
     }
+    let pacing = match info.open {
+        None => format!("pipeline {}", info.pipeline),
+        Some((rate, max_in_flight)) => format!(
+            "open loop at {} req/s (max {max_in_flight} in flight per connection)",
+            trim_float(rate)
+        ),
+    };
     let _ = writeln!(
         out,
-        "load:        {} connections, {} thread(s), pipeline {}, {limit}, warmup {}",
+        "load:        {} connections, {} thread(s), {pacing}, {limit}, warmup {}",
         info.connections,
         info.threads,
-        info.pipeline,
         seconds(info.warmup)
     );
+    if let Some(keys) = info.keys.as_ref().filter(|keys| keys.count > 1) {
+        let _ = writeln!(
+            out,
+            "keys:        {} actors {:?}..{:?}, {}, seed {}",
+            keys.count, keys.first, keys.last, keys.dist, keys.seed
+        );
+    }
+    if info.keys.as_ref().is_some_and(|keys| keys.resolve_each) {
+        let _ = writeln!(
+            out,
+            "resolve:     PUT /actors before every call (the pair is one request)"
+        );
+    }
     let _ = writeln!(
         out,
         "requests:    {} ({} ok, {} errors)",
@@ -193,6 +269,23 @@ pub(crate) fn text(info: &RunInfo, summary: &Summary) -> String {
     }
     let _ = writeln!(out, "duration:    {:.3} s", summary.elapsed.as_secs_f64());
     let _ = writeln!(out, "throughput:  {:.1} req/s", summary.throughput());
+    if let Some((rate, _)) = info.open {
+        let _ = writeln!(
+            out,
+            "sent:        {} ({:.1} req/s of {} scheduled, {} late)",
+            summary.sent,
+            summary.achieved_rate(),
+            trim_float(rate),
+            summary.late
+        );
+        let _ = writeln!(
+            out,
+            "send_lag_us: p50={:.1} p99={:.1} max={:.1}",
+            summary.send_lag_us(0.5),
+            summary.send_lag_us(0.99),
+            summary.send_lag_max_us()
+        );
+    }
     let mut latency = String::new();
     for (label, _, quantile) in QUANTILES {
         let _ = write!(latency, "{label}={:.1} ", summary.latency_us(quantile));
@@ -257,6 +350,16 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
         summary.histogram.stdev() / 1000.0
     };
     let optional = |value: Option<String>| value.unwrap_or_else(|| "null".to_string());
+    let open = info.open.is_some();
+    let send_lag = open.then(|| {
+        format!(
+            r#"{{"p50": {}, "p99": {}, "max": {}}}"#,
+            number(summary.send_lag_us(0.5)),
+            number(summary.send_lag_us(0.99)),
+            number(summary.send_lag_max_us())
+        )
+    });
+    let keys = info.keys.as_ref();
     format!(
         r#"{{
   "mode": {mode},
@@ -269,12 +372,23 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
   "duration_limit_s": {duration_limit},
   "requests_limit": {requests_limit},
   "warmup_s": {warmup},
+  "loop": {loop_},
+  "rate": {rate},
+  "max_in_flight": {max_in_flight},
+  "keys": {keys},
+  "key_dist": {key_dist},
+  "seed": {seed},
+  "resolve_each": {resolve_each},
   "requests": {requests},
   "ok": {ok},
   "errors": {error_total},
   "errors_by_kind": {{{errors}}},
   "duration_s": {elapsed},
   "throughput_rps": {throughput},
+  "sent": {sent},
+  "achieved_rate": {achieved_rate},
+  "late_sends": {late},
+  "send_lag_us": {send_lag},
   "latency_us": {{{latency}"max": {max}, "mean": {mean}, "stdev": {stdev}, "count": {count}}},
   "cpu": {{"user_s": {user}, "sys_s": {sys}, "wall_s": {wall}, "util_percent": {util}}},
   "connections_opened": {connects}
@@ -286,10 +400,21 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
         actor_id = optional(info.actor_id.as_deref().map(json_string)),
         connections = info.connections,
         threads = info.threads,
-        pipeline = info.pipeline,
+        pipeline = optional((!open).then(|| info.pipeline.to_string())),
         duration_limit = number(info.duration_limit.as_secs_f64()),
         requests_limit = optional(info.requests_limit.map(|n| n.to_string())),
         warmup = number(info.warmup.as_secs_f64()),
+        loop_ = json_string(if open { "open" } else { "closed" }),
+        rate = optional(info.open.map(|(rate, _)| number(rate))),
+        max_in_flight = optional(info.open.map(|(_, max)| max.to_string())),
+        keys = optional(keys.map(|keys| keys.count.to_string())),
+        key_dist = optional(keys.map(|keys| json_string(&keys.dist.to_string()))),
+        seed = optional(keys.map(|keys| keys.seed.to_string())),
+        resolve_each = optional(keys.map(|keys| keys.resolve_each.to_string())),
+        sent = summary.sent,
+        achieved_rate = number(summary.achieved_rate()),
+        late = optional(open.then(|| summary.late.to_string())),
+        send_lag = optional(send_lag),
         requests = summary.requests,
         ok = summary.ok,
         error_total = summary.error_total(),

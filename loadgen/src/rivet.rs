@@ -3,7 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::http::{self, ResponseReader, Step};
 use crate::url::{Url, join_path};
@@ -82,6 +83,22 @@ pub(crate) fn extract_actor_id(body: &str) -> Option<String> {
     None
 }
 
+/// Finds `"created": true|false` in a response body.
+fn extract_created(body: &str) -> Option<bool> {
+    let at = body.find("\"created\"")?;
+    let value = body[at + "\"created\"".len()..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    if value.starts_with("true") {
+        Some(true)
+    } else if value.starts_with("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Decodes a JSON string whose opening quote was already consumed.
 fn parse_json_string_body(text: &str) -> Option<String> {
     let mut out = String::new();
@@ -106,13 +123,12 @@ fn parse_json_string_body(text: &str) -> Option<String> {
     }
 }
 
-/// What `loadgen action` needs to resolve an actor.
-pub(crate) struct Resolve<'a> {
+/// The manager API (`PUT /actors`) of one endpoint, for one actor name.
+pub(crate) struct Manager<'a> {
     pub(crate) endpoint: &'a Url,
     pub(crate) addr: SocketAddr,
     pub(crate) namespace: &'a str,
     pub(crate) actor: &'a str,
-    pub(crate) key: &'a str,
     pub(crate) headers: &'a [(String, String)],
     pub(crate) timeout: Duration,
 }
@@ -123,54 +139,151 @@ pub(crate) struct Resolved {
     pub(crate) created: Option<bool>,
 }
 
-/// `PUT {base}/actors?namespace=…` (getOrCreate) over a blocking socket; returns the actor id.
-pub(crate) fn resolve(request: &Resolve<'_>) -> Result<Resolved, String> {
-    let target = format!(
-        "{}?namespace={}",
-        join_path(&request.endpoint.path, "/actors"),
-        encode_uri_component(request.namespace)
-    );
-    let body = format!(
-        r#"{{"name":{},"key":{},"runner_name_selector":"default","crash_policy":"sleep"}}"#,
-        json_string(request.actor),
-        json_string(request.key)
-    );
-    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-    headers.extend(request.headers.iter().cloned());
-    headers.push(("connection".to_string(), "close".to_string()));
-    let bytes = http::build_request(
-        "PUT",
-        &target,
-        &request.endpoint.authority,
-        &headers,
-        body.as_bytes(),
-    );
-    let where_ = request.endpoint.display(&target);
-    let (status, response_body) = exchange_blocking(request.addr, &bytes, request.timeout)
-        .map_err(|error| format!("PUT {where_}: {error}"))?;
-    let response_body = String::from_utf8_lossy(&response_body);
-    if !(200..300).contains(&status) {
-        return Err(format!(
-            "PUT {where_} answered HTTP {status}: {}",
-            clip(&response_body)
-        ));
+impl Manager<'_> {
+    /// `{base}/actors?namespace=…`.
+    pub(crate) fn put_target(&self) -> String {
+        format!(
+            "{}?namespace={}",
+            join_path(&self.endpoint.path, "/actors"),
+            encode_uri_component(self.namespace)
+        )
     }
-    let actor_id = extract_actor_id(&response_body)
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "PUT {where_}: no actor.actor_id in {}",
+
+    /// The getOrCreate request for `key` (a serialised key string), keep-alive.
+    pub(crate) fn put_request(&self, key: &str) -> Vec<u8> {
+        let body = format!(
+            r#"{{"name":{},"key":{},"runner_name_selector":"default","crash_policy":"sleep"}}"#,
+            json_string(self.actor),
+            json_string(key)
+        );
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        headers.extend(self.headers.iter().cloned());
+        http::build_request(
+            "PUT",
+            &self.put_target(),
+            &self.endpoint.authority,
+            &headers,
+            body.as_bytes(),
+        )
+    }
+
+    /// `PUT /actors` for `key` over `client`; returns the actor id.
+    pub(crate) fn resolve(
+        &self,
+        client: &mut BlockingClient,
+        key: &str,
+    ) -> Result<Resolved, String> {
+        let where_ = self.endpoint.display(&self.put_target());
+        let (status, response_body) = client
+            .exchange(&self.put_request(key))
+            .map_err(|error| format!("PUT {where_} (key {key:?}): {error}"))?;
+        let response_body = String::from_utf8_lossy(&response_body);
+        if !(200..300).contains(&status) {
+            return Err(format!(
+                "PUT {where_} (key {key:?}) answered HTTP {status}: {}",
                 clip(&response_body)
-            )
-        })?;
-    let created = if response_body.contains("\"created\":true") {
-        Some(true)
-    } else if response_body.contains("\"created\":false") {
-        Some(false)
-    } else {
-        None
-    };
-    Ok(Resolved { actor_id, created })
+            ));
+        }
+        let actor_id = extract_actor_id(&response_body)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "PUT {where_} (key {key:?}): no actor.actor_id in {}",
+                    clip(&response_body)
+                )
+            })?;
+        let created = extract_created(&response_body);
+        Ok(Resolved { actor_id, created })
+    }
+
+    /// Resolves every key, in order, over up to `workers` keep-alive connections in parallel.
+    /// `progress` is called now and then on this thread with the number resolved so far.
+    /// Stops at the first failure and returns it.
+    pub(crate) fn resolve_all(
+        &self,
+        keys: &[String],
+        workers: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Resolved>, String> {
+        const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+        let workers = workers.clamp(1, keys.len().max(1));
+        if workers == 1 {
+            let mut client = BlockingClient::new(self.addr, self.timeout);
+            let mut out = Vec::with_capacity(keys.len());
+            let mut shown_at = Instant::now();
+            for key in keys {
+                out.push(self.resolve(&mut client, key)?);
+                if shown_at.elapsed() >= PROGRESS_EVERY {
+                    progress(out.len());
+                    shown_at = Instant::now();
+                }
+            }
+            progress(out.len());
+            return Ok(out);
+        }
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut client = BlockingClient::new(self.addr, self.timeout);
+                        let mut mine = Vec::new();
+                        while !failed.load(Ordering::Relaxed) {
+                            let index = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(key) = keys.get(index) else { break };
+                            match self.resolve(&mut client, key) {
+                                Ok(resolved) => mine.push((index, resolved)),
+                                Err(error) => {
+                                    failed.store(true, Ordering::Relaxed);
+                                    return Err((index, error));
+                                }
+                            }
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(mine)
+                    })
+                })
+                .collect();
+            let mut shown_at = Instant::now();
+            while !handles.iter().all(|handle| handle.is_finished()) {
+                std::thread::sleep(Duration::from_millis(10));
+                if shown_at.elapsed() >= PROGRESS_EVERY {
+                    progress(done.load(Ordering::Relaxed));
+                    shown_at = Instant::now();
+                }
+            }
+            progress(done.load(Ordering::Relaxed));
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("a resolver thread panicked"))
+                .collect::<Vec<_>>()
+        });
+        let mut slots: Vec<Option<Resolved>> = (0..keys.len()).map(|_| None).collect();
+        let mut first_error: Option<(usize, String)> = None;
+        for result in results {
+            match result {
+                Ok(mine) => {
+                    for (index, resolved) in mine {
+                        slots[index] = Some(resolved);
+                    }
+                }
+                Err((index, error)) => {
+                    if first_error.as_ref().is_none_or(|(at, _)| index < *at) {
+                        first_error = Some((index, error));
+                    }
+                }
+            }
+        }
+        if let Some((_, error)) = first_error {
+            return Err(error);
+        }
+        Ok(slots
+            .into_iter()
+            .map(|slot| slot.expect("every key was resolved"))
+            .collect())
+    }
 }
 
 fn clip(text: &str) -> String {
@@ -187,41 +300,123 @@ pub(crate) fn connect_blocking(addr: SocketAddr, timeout: Duration) -> Result<Tc
         .map_err(|error| format!("cannot connect to {addr}: {error}"))
 }
 
-/// One request on a fresh connection; returns the status and body of the response.
-fn exchange_blocking(
+/// Blocking request/response over one keep-alive connection, reopened when the server closes
+/// it. Only for setup (resolving actors), never on the measured path.
+pub(crate) struct BlockingClient {
     addr: SocketAddr,
-    request: &[u8],
     timeout: Duration,
-) -> Result<(u16, Vec<u8>), String> {
-    let mut stream = connect_blocking(addr, timeout)?;
-    let io = |error: std::io::Error| match error.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            format!("no response within {timeout:?}")
+    stream: Option<TcpStream>,
+    /// Bytes read past the last response (a well-behaved server sends none).
+    pending: Vec<u8>,
+}
+
+/// How an exchange failed.
+enum Failure {
+    /// Nothing of the response arrived on a reused connection: the server may have closed it
+    /// while idle, so the request is worth one retry on a fresh connection.
+    Stale(String),
+    Fatal(String),
+}
+
+impl BlockingClient {
+    pub(crate) fn new(addr: SocketAddr, timeout: Duration) -> BlockingClient {
+        BlockingClient {
+            addr,
+            timeout,
+            stream: None,
+            pending: Vec::new(),
         }
-        _ => error.to_string(),
-    };
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    stream.write_all(request).map_err(io)?;
-    let mut reader = ResponseReader::new(false);
-    let mut body = Vec::new();
-    let mut pending = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let read = stream.read(&mut chunk).map_err(io)?;
-        if read == 0 {
-            return match reader.finish_at_eof() {
-                Some(response) => Ok((response.status, body)),
-                None => Err("connection closed before a complete response".to_string()),
+    }
+
+    /// Sends `request` and returns the status and body of its response. Only for idempotent
+    /// requests: one that failed on a reused connection before any response byte is sent again.
+    pub(crate) fn exchange(&mut self, request: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let reused = self.stream.is_some();
+        match self.try_exchange(request) {
+            Ok(answer) => Ok(answer),
+            Err(Failure::Stale(_)) if reused => {
+                self.stream = None;
+                self.try_exchange(request).map_err(|failure| match failure {
+                    Failure::Stale(error) | Failure::Fatal(error) => error,
+                })
+            }
+            Err(Failure::Stale(error) | Failure::Fatal(error)) => Err(error),
+        }
+    }
+
+    fn try_exchange(&mut self, request: &[u8]) -> Result<(u16, Vec<u8>), Failure> {
+        let timeout = self.timeout;
+        let io = |error: std::io::Error| match error.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("no response within {timeout:?}")
+            }
+            _ => error.to_string(),
+        };
+        if self.stream.is_none() {
+            let stream = connect_blocking(self.addr, timeout).map_err(Failure::Fatal)?;
+            let setup = |stream: &TcpStream| {
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
+                stream.set_nodelay(true)
             };
+            setup(&stream).map_err(|error| Failure::Fatal(io(error)))?;
+            self.pending.clear();
+            self.stream = Some(stream);
         }
-        pending.extend_from_slice(&chunk[..read]);
-        let (consumed, step) = reader
-            .advance(&pending, &mut body)
-            .map_err(|error| error.to_string())?;
-        pending.drain(..consumed);
-        if let Step::Done(response) = step {
-            return Ok((response.status, body));
+        let result = self.exchange_on_stream(request, &io);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn exchange_on_stream(
+        &mut self,
+        request: &[u8],
+        io: &dyn Fn(std::io::Error) -> String,
+    ) -> Result<(u16, Vec<u8>), Failure> {
+        let stream = self.stream.as_mut().expect("connected by the caller");
+        let stale = |error: std::io::Error| match error.kind() {
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionAborted => Failure::Stale(io(error)),
+            _ => Failure::Fatal(io(error)),
+        };
+        stream.write_all(request).map_err(stale)?;
+        let mut reader = ResponseReader::new(false);
+        let mut body = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let mut received_any = !self.pending.is_empty();
+        loop {
+            let (consumed, step) = reader
+                .advance(&self.pending, &mut body)
+                .map_err(|error| Failure::Fatal(error.to_string()))?;
+            self.pending.drain(..consumed);
+            if let Step::Done(response) = step {
+                if !response.keep_alive {
+                    self.stream = None;
+                }
+                return Ok((response.status, body));
+            }
+            let read = match stream.read(&mut chunk) {
+                Ok(read) => read,
+                Err(error) if !received_any => return Err(stale(error)),
+                Err(error) => return Err(Failure::Fatal(io(error))),
+            };
+            if read == 0 {
+                if let Some(response) = reader.finish_at_eof() {
+                    self.stream = None;
+                    return Ok((response.status, body));
+                }
+                let message = "connection closed before a complete response".to_string();
+                return Err(if received_any {
+                    Failure::Fatal(message)
+                } else {
+                    Failure::Stale(message)
+                });
+            }
+            received_any = true;
+            self.pending.extend_from_slice(&chunk[..read]);
         }
     }
 }
@@ -257,6 +452,16 @@ mod tests {
         assert_eq!(encode_uri_component("increment"), "increment");
         assert_eq!(encode_uri_component("a b/c?é"), "a%20b%2Fc%3F%C3%A9");
         assert_eq!(encode_uri_component("x-_.!~*'()"), "x-_.!~*'()");
+    }
+
+    #[test]
+    fn created_flags() {
+        assert_eq!(
+            extract_created(r#"{"actor":{},"created":true}"#),
+            Some(true)
+        );
+        assert_eq!(extract_created(r#"{"created" : false}"#), Some(false));
+        assert_eq!(extract_created(r#"{"actor":{}}"#), None);
     }
 
     #[test]

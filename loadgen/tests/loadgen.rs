@@ -25,10 +25,20 @@ enum Reply {
     Rivet,
     /// Reads requests and never answers.
     Silent,
+    /// `200` like `Ok`, each request answered only after this pause.
+    Delayed(Duration),
+    /// `200` like `Ok`, but the answer to the request with this number (1-based, counted over
+    /// all connections) waits `pause` first, once.
+    StallAt { request: u64, pause: Duration },
+    /// A RivetKit manager + gateway with one actor per key: `PUT /actors` answers the actor id
+    /// `id-<key>`, and the gateway accepts actions for any `id-…` actor.
+    RivetKeys,
 }
 
 #[derive(Clone, Debug)]
 struct Request {
+    /// Which accepted connection it came on (0, 1, … in accept order).
+    connection: u64,
     method: String,
     target: String,
     headers: Vec<(String, String)>,
@@ -58,10 +68,10 @@ impl Server {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (count, log) = (requests.clone(), seen.clone());
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (connection, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { continue };
                 let (count, log) = (count.clone(), log.clone());
-                std::thread::spawn(move || serve(stream, reply, &count, &log));
+                std::thread::spawn(move || serve(stream, connection as u64, reply, &count, &log));
             }
         });
         Server {
@@ -85,7 +95,13 @@ impl Server {
 }
 
 /// Answers every complete request in the buffer (so pipelined requests work), in order.
-fn serve(mut stream: TcpStream, reply: Reply, count: &AtomicU64, log: &Mutex<Vec<Request>>) {
+fn serve(
+    mut stream: TcpStream,
+    connection: u64,
+    reply: Reply,
+    count: &AtomicU64,
+    log: &Mutex<Vec<Request>>,
+) {
     stream.set_nodelay(true).unwrap();
     let mut pending = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -97,9 +113,20 @@ fn serve(mut stream: TcpStream, reply: Reply, count: &AtomicU64, log: &Mutex<Vec
         pending.extend_from_slice(&chunk[..read]);
         let mut out = Vec::new();
         let mut close = false;
-        while let Some((request, used)) = parse_request(&pending) {
+        while let Some((mut request, used)) = parse_request(&pending) {
             pending.drain(..used);
-            count.fetch_add(1, Ordering::SeqCst);
+            request.connection = connection;
+            let number = count.fetch_add(1, Ordering::SeqCst) + 1;
+            match reply {
+                Reply::Delayed(pause) => std::thread::sleep(pause),
+                Reply::StallAt {
+                    request: stalled,
+                    pause,
+                } if number == stalled => {
+                    std::thread::sleep(pause);
+                }
+                _ => {}
+            }
             let answer = respond(reply, &request);
             log.lock().unwrap().push(request);
             if let Some(answer) = answer {
@@ -143,6 +170,7 @@ fn parse_request(buf: &[u8]) -> Option<(Request, usize)> {
     let body = String::from_utf8(buf[head_end..head_end + length].to_vec()).unwrap();
     Some((
         Request {
+            connection: 0,
             method,
             target,
             headers,
@@ -158,7 +186,7 @@ fn respond(reply: Reply, request: &Request) -> Option<Vec<u8>> {
             .into_bytes()
     };
     Some(match reply {
-        Reply::Ok => fixed("200 OK", "hello"),
+        Reply::Ok | Reply::Delayed(_) | Reply::StallAt { .. } => fixed("200 OK", "hello"),
         Reply::Status500 => fixed("500 Internal Server Error", r#"{"group":"x","code":"y"}"#),
         Reply::Chunked => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(),
         Reply::Close => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_vec(),
@@ -169,8 +197,22 @@ fn respond(reply: Reply, request: &Request) -> Option<Vec<u8>> {
             fixed("200 OK", r#"{"output":1}"#)
         }
         Reply::Rivet => fixed("404 Not Found", r#"{"group":"test","code":"not_found"}"#),
+        Reply::RivetKeys if request.method == "PUT" && request.target.ends_with("/actors?namespace=default") => {
+            let key = body_key(&request.body);
+            fixed("200 OK", &format!(r#"{{"actor":{{"actor_id":"id-{key}"}},"created":true}}"#))
+        }
+        Reply::RivetKeys if request.method == "POST" && request.target.starts_with("/gateway/id-") => {
+            fixed("200 OK", r#"{"output":1}"#)
+        }
+        Reply::RivetKeys => fixed("404 Not Found", r#"{"group":"test","code":"not_found"}"#),
         Reply::Silent => return None,
     })
+}
+
+/// The `key` of a `PUT /actors` body (keys in these tests need no unescaping).
+fn body_key(body: &str) -> String {
+    let body: Value = serde_json::from_str(body).unwrap();
+    body["key"].as_str().unwrap().to_string()
 }
 
 fn temp_path(name: &str) -> PathBuf {
@@ -524,4 +566,447 @@ fn bad_arguments_are_clear_errors() {
     let output = loadgen(&["action", "--actor", "c", "--action", "a", "--args", "1"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("JSON array"));
+}
+
+fn f64_of(summary: &Value, key: &str) -> f64 {
+    summary[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} in {summary}"))
+}
+
+fn latency_ms(summary: &Value, key: &str) -> f64 {
+    summary["latency_us"][key].as_f64().unwrap() / 1000.0
+}
+
+#[test]
+fn open_loop_sends_at_the_rate() {
+    // 4 connections at 500 req/s each; the server takes 1 ms per request (50 % busy).
+    let server = Server::start(Reply::Delayed(Duration::from_millis(1)));
+    let url = server.url("/");
+    let started = Instant::now();
+    let summary = run_json(
+        "open-rate",
+        &[
+            "raw", "--url", &url, "--rate", "2000", "-c", "4", "-d", "1s",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(summary["loop"], "open");
+    assert_eq!(summary["rate"], 2000.0);
+    assert_eq!(summary["max_in_flight"], 64);
+    assert_eq!(summary["pipeline"], Value::Null);
+    assert_eq!(summary["errors"], 0);
+    // Count-based, generous bounds: 1 s at 2000 req/s is 2000 requests.
+    let requests = summary["requests"].as_u64().unwrap();
+    assert!((1700..=2100).contains(&requests), "{summary}");
+    let sent = summary["sent"].as_u64().unwrap();
+    assert!((1700..=2100).contains(&sent), "{summary}");
+    assert!(sent >= requests);
+    let achieved = f64_of(&summary, "achieved_rate");
+    assert!((1700.0..=2100.0).contains(&achieved), "{summary}");
+    assert_eq!(summary["late_sends"], 0, "{summary}");
+    assert!(
+        summary["send_lag_us"]["max"].as_f64().is_some(),
+        "{summary}"
+    );
+    assert_eq!(summary["latency_us"]["count"], summary["ok"]);
+    // Latency includes the server's 1 ms.
+    assert!(latency_ms(&summary, "p50") >= 1.0, "{summary}");
+    let measured = f64_of(&summary, "duration_s");
+    assert!((0.99..=1.01).contains(&measured), "measured {measured} s");
+    // The server saw about as many (a few were in flight at the deadline).
+    assert!(server.count() >= requests && server.count() <= sent + 4 * 64);
+}
+
+#[test]
+fn open_loop_with_requests_limit_and_warmup() {
+    let server = Server::start(Reply::Ok);
+    let url = server.url("/");
+    let summary = run_json(
+        "open-limit",
+        &[
+            "raw",
+            "--url",
+            &url,
+            "--rate",
+            "4000",
+            "-c",
+            "2",
+            "--threads",
+            "2",
+            "-d",
+            "20s",
+            "--warmup",
+            "200ms",
+            "--requests",
+            "1000",
+        ],
+    );
+    // Exactly N measured requests, then the run ends early (about 1000 / 4000 s).
+    assert_eq!(summary["requests"], 1000, "{summary}");
+    assert_eq!(summary["sent"], 1000, "{summary}");
+    assert_eq!(summary["errors"], 0);
+    assert!(f64_of(&summary, "duration_s") < 2.0, "{summary}");
+    // Warmup requests (about 800) reached the server but not the numbers.
+    assert!(server.count() > 1400, "{}", server.count());
+}
+
+#[test]
+fn a_stall_shows_in_open_loop_percentiles_not_just_the_max() {
+    // One connection; the 300th request (about 150 ms into the run) waits 200 ms.
+    let stall = Reply::StallAt {
+        request: 300,
+        pause: Duration::from_millis(200),
+    };
+    let open_server = Server::start(stall);
+    let url = open_server.url("/");
+    let open = run_json(
+        "stall-open",
+        &[
+            "raw", "--url", &url, "--rate", "2000", "-c", "1", "-d", "1s",
+        ],
+    );
+    assert_eq!(open["errors"], 0, "{open}");
+    assert!(latency_ms(&open, "max") >= 200.0, "{open}");
+    // Every request due during the stall waited for it: ~400 of ~2000 samples, with latencies
+    // spread over 0..200 ms, so the 90th percentile is near 100 ms.
+    assert!(latency_ms(&open, "p90") >= 50.0, "{open}");
+    // The schedule was kept: the requests due during the stall were sent, not skipped.
+    let requests = open["requests"].as_u64().unwrap();
+    assert!((1700..=2100).contains(&requests), "{open}");
+    // About 400 requests fall due during the stall; past the 64th they wait for a place.
+    let open_late = open["late_sends"].as_u64().unwrap();
+    assert!(open_late >= 200, "{open}");
+
+    // With a tight bound the sends due during the stall are held back, sent late, and counted
+    // from their intended times all the same.
+    let bounded_server = Server::start(stall);
+    let url = bounded_server.url("/");
+    let bounded = run_json(
+        "stall-bounded",
+        &[
+            "raw",
+            "--url",
+            &url,
+            "--rate",
+            "2000",
+            "-c",
+            "1",
+            "-d",
+            "1s",
+            "--max-in-flight",
+            "8",
+        ],
+    );
+    assert_eq!(bounded["errors"], 0, "{bounded}");
+    assert!(latency_ms(&bounded, "max") >= 200.0, "{bounded}");
+    assert!(latency_ms(&bounded, "p90") >= 50.0, "{bounded}");
+    let late = bounded["late_sends"].as_u64().unwrap();
+    assert!(
+        late > open_late,
+        "{open_late} late with 64, {late} with 8: {bounded}"
+    );
+    let requests = bounded["requests"].as_u64().unwrap();
+    assert!((1700..=2100).contains(&requests), "{bounded}");
+    assert!(
+        bounded["send_lag_us"]["max"].as_f64().unwrap() >= 150_000.0,
+        "{bounded}"
+    );
+
+    // Closed loop, one connection: the stalled request shows in the max, but only as one
+    // sample among thousands (coordinated omission: nothing was sent during the stall).
+    let closed_server = Server::start(stall);
+    let url = closed_server.url("/");
+    let closed = run_json(
+        "stall-closed",
+        &["raw", "--url", &url, "-c", "1", "-d", "1s"],
+    );
+    assert_eq!(closed["loop"], "closed");
+    assert_eq!(closed["rate"], Value::Null);
+    assert_eq!(closed["late_sends"], Value::Null);
+    assert_eq!(closed["errors"], 0, "{closed}");
+    assert!(latency_ms(&closed, "max") >= 200.0, "{closed}");
+    assert!(closed["requests"].as_u64().unwrap() > 300, "{closed}");
+    assert!(latency_ms(&closed, "p90") < 50.0, "{closed}");
+}
+
+/// Runs `loadgen action` against a `RivetKeys` server and returns the summary and what the
+/// server saw.
+fn action_keys(name: &str, extra: &[&str]) -> (Value, Vec<Request>) {
+    let server = Server::start(Reply::RivetKeys);
+    let endpoint = server.url("");
+    let mut args = vec![
+        "action",
+        "--endpoint",
+        &endpoint,
+        "--actor",
+        "counter",
+        "--action",
+        "increment",
+        "--args",
+        "[1]",
+    ];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"-d") {
+        args.extend(["-d", "30s"]);
+    }
+    let summary = run_json(name, &args);
+    assert_eq!(summary["errors"], 0, "{summary}");
+    (summary, server.seen())
+}
+
+/// How many action calls each actor got, by actor id.
+fn calls_per_actor(seen: &[Request]) -> std::collections::BTreeMap<String, u64> {
+    let mut calls = std::collections::BTreeMap::new();
+    for request in seen.iter().filter(|r| r.method == "POST") {
+        let id = request
+            .target
+            .strip_prefix("/gateway/")
+            .and_then(|rest| rest.strip_suffix("/action/increment"))
+            .unwrap_or_else(|| panic!("unexpected target {}", request.target));
+        *calls.entry(id.to_string()).or_default() += 1;
+    }
+    calls
+}
+
+fn resolved_keys(seen: &[Request]) -> Vec<String> {
+    let mut keys: Vec<String> = seen
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| body_key(&r.body))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn hot_key_distribution_loads_one_actor() {
+    let (summary, seen) = action_keys(
+        "keys-hot",
+        &["--key", "bench", "--requests", "300", "-c", "3"],
+    );
+    assert_eq!(summary["ok"], 300);
+    assert_eq!(summary["keys"], 1);
+    assert_eq!(summary["key_dist"], "hot");
+    assert_eq!(summary["resolve_each"], false);
+    assert_eq!(summary["actor_id"], "id-bench");
+    assert_eq!(resolved_keys(&seen), ["bench"]);
+    let calls = calls_per_actor(&seen);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls["id-bench"], 300);
+}
+
+#[test]
+fn uniform_key_distribution_covers_every_actor() {
+    let (summary, seen) = action_keys(
+        "keys-uniform",
+        &[
+            "--key",
+            "bench",
+            "--keys",
+            "8",
+            "--key-dist",
+            "uniform",
+            "--requests",
+            "2000",
+            "-c",
+            "4",
+            "--threads",
+            "2",
+        ],
+    );
+    assert_eq!(summary["ok"], 2000);
+    assert_eq!(summary["keys"], 8);
+    assert_eq!(summary["key_dist"], "uniform");
+    assert_eq!(summary["actor_id"], Value::Null);
+    let expected: Vec<String> = (0..8).map(|i| format!("bench-{i}")).collect();
+    assert_eq!(
+        resolved_keys(&seen),
+        expected,
+        "each key resolved exactly once"
+    );
+    let calls = calls_per_actor(&seen);
+    assert_eq!(calls.len(), 8, "{calls:?}");
+    // 250 expected each; far looser than the binomial spread (sd ~15).
+    assert!(
+        calls.values().all(|&c| (150..=350).contains(&c)),
+        "{calls:?}"
+    );
+    assert_eq!(calls.values().sum::<u64>(), 2000);
+}
+
+#[test]
+fn zipf_key_distribution_favours_the_first_key() {
+    let (summary, seen) = action_keys(
+        "keys-zipf",
+        &[
+            "--keys",
+            "20",
+            "--key-dist",
+            "zipf",
+            "--requests",
+            "4000",
+            "-c",
+            "2",
+            "--seed",
+            "11",
+        ],
+    );
+    assert_eq!(summary["ok"], 4000);
+    assert_eq!(summary["key_dist"], "zipf:0.99");
+    assert_eq!(summary["seed"], 11);
+    assert_eq!(resolved_keys(&seen).len(), 20);
+    let calls = calls_per_actor(&seen);
+    let (hottest, most) = calls.iter().max_by_key(|(_, c)| **c).unwrap();
+    assert_eq!(hottest, "id-key-0", "{calls:?}");
+    // Rank 1 of 20 at s = 0.99 gets about 28 % (uniform would be 5 %); rank 2 about 14 %.
+    assert!(*most > 4000 * 20 / 100, "{calls:?}");
+    assert!(calls["id-key-0"] > calls["id-key-1"], "{calls:?}");
+    assert!(
+        calls["id-key-1"] > calls.get("id-key-19").copied().unwrap_or(0),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn key_options_are_checked() {
+    let server = Server::start(Reply::RivetKeys);
+    let endpoint = server.url("");
+    let base = [
+        "action",
+        "--endpoint",
+        endpoint.as_str(),
+        "--actor",
+        "counter",
+        "--action",
+        "increment",
+        "-d",
+        "1s",
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        loadgen(&args)
+    };
+    let output = run(&["--keys", "4"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--key-dist uniform or zipf"));
+    let output = run(&["--keys", "4", "--key-dist", "uniform", "--key-part", "a"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--key-part"));
+    let output = run(&["--key-dist", "zipf:0"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = run(&["--max-in-flight", "4"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "--max-in-flight needs --rate"
+    );
+    let output = run(&["--rate", "100", "--pipeline", "4"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "--pipeline is closed-loop only"
+    );
+    assert!(server.seen().is_empty(), "nothing was sent for bad options");
+}
+
+/// Checks that on every load connection each call follows a `PUT /actors` and goes to the
+/// actor that PUT named, in order (with `strict`, PUT and call alternate: nothing pipelined).
+/// Returns the number of pairs.
+fn check_pairs(seen: &[Request], setup_puts: usize, strict: bool) -> usize {
+    let mut by_connection: std::collections::BTreeMap<u64, Vec<&Request>> = Default::default();
+    for request in seen {
+        by_connection
+            .entry(request.connection)
+            .or_default()
+            .push(request);
+    }
+    let mut pairs = 0;
+    let mut setup = 0;
+    for requests in by_connection.values() {
+        if requests.iter().all(|r| r.method == "PUT") && requests.len() <= setup_puts {
+            setup += requests.len(); // the up-front resolution
+            continue;
+        }
+        let mut unanswered = std::collections::VecDeque::new();
+        for request in requests {
+            match request.method.as_str() {
+                "PUT" => {
+                    assert_eq!(request.target, "/actors?namespace=default");
+                    if strict {
+                        assert!(unanswered.is_empty(), "two PUTs in a row: {requests:?}");
+                    }
+                    unanswered.push_back(body_key(&request.body));
+                }
+                "POST" => {
+                    let key = unanswered.pop_front().expect("a call without its PUT");
+                    assert_eq!(
+                        request.target,
+                        format!("/gateway/id-{key}/action/increment")
+                    );
+                    assert_eq!(request.body, r#"{"args":[1]}"#);
+                    pairs += 1;
+                }
+                other => panic!("unexpected method {other}"),
+            }
+        }
+    }
+    assert_eq!(setup, setup_puts);
+    pairs
+}
+
+#[test]
+fn resolve_each_sends_put_then_post_pairs() {
+    let (summary, seen) = action_keys(
+        "resolve-each",
+        &[
+            "--keys",
+            "3",
+            "--key-dist",
+            "uniform",
+            "--resolve-each",
+            "--requests",
+            "200",
+            "-c",
+            "2",
+        ],
+    );
+    assert_eq!(summary["resolve_each"], true);
+    // A pair is one request and one latency sample.
+    assert_eq!(summary["requests"], 200);
+    assert_eq!(summary["ok"], 200);
+    assert_eq!(summary["latency_us"]["count"], 200);
+    assert_eq!(seen.len(), 3 + 2 * 200);
+    assert_eq!(check_pairs(&seen, 3, true), 200);
+}
+
+#[test]
+fn resolve_each_in_open_loop_pipelines_pairs() {
+    let (summary, seen) = action_keys(
+        "resolve-each-open",
+        &[
+            "--keys",
+            "3",
+            "--key-dist",
+            "uniform",
+            "--resolve-each",
+            "--rate",
+            "2000",
+            "-c",
+            "2",
+            "-d",
+            "500ms",
+            "--max-in-flight",
+            "4",
+        ],
+    );
+    assert_eq!(summary["loop"], "open");
+    let requests = summary["requests"].as_u64().unwrap();
+    assert!((800..=1050).contains(&requests), "{summary}");
+    let pairs = check_pairs(&seen, 3, false);
+    assert!(
+        pairs as u64 >= requests,
+        "{pairs} pairs for {requests} requests"
+    );
 }
