@@ -4,13 +4,17 @@
 //! join as those features land.
 
 use pinion_runtime::{
-    ActionError, ActionResult, Actions, Actor, ActorInfo, Registry, Rest, UserError, Value, value,
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, RawRequest, RawResponse,
+    Registry, Rest, UserError, Value, value,
 };
 use serde::{Deserialize, Serialize};
 
 /// Every demo actor type.
 pub fn registry() -> Registry {
-    Registry::new().register::<Counter>().register::<Profile>()
+    Registry::new()
+        .register::<Counter>()
+        .register::<Profile>()
+        .register::<Api>()
 }
 
 /// `counter`: `{count}`; `increment(amount = 1)` returns the new count.
@@ -131,5 +135,54 @@ impl Actor for Profile {
             .action("boom", |_, ()| -> ActionResult<()> {
                 Err(ActionError::internal("secret detail"))
             });
+    }
+}
+
+/// `api`: raw HTTP (`onRequest`). A POST increments the count; every request answers JSON
+/// `{count, method, path, query}`, with the path as the handler sees it (without `/request`).
+pub struct Api;
+
+#[derive(Serialize)]
+struct ApiAnswer<'a> {
+    count: i64,
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+}
+
+impl Actor for Api {
+    const NAME: &'static str = "api";
+    type State = CounterState;
+    type Vars = ();
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<CounterState> {
+        Ok(CounterState::default())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &CounterState) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions.action("getCount", |c, ()| Ok(c.state.count));
+    }
+
+    fn on_request(
+        c: &mut ActionCtx<'_, Self>,
+        request: &RawRequest<'_>,
+    ) -> Option<ActionResult<RawResponse>> {
+        if request.method == "POST" {
+            c.state.count += 1;
+        }
+        let answer = ApiAnswer {
+            count: c.state.count,
+            method: request.method,
+            path: request.path,
+            query: request.query,
+        };
+        let mut body = Vec::new();
+        Some(
+            value::write_tagged(&mut body, &answer)
+                .map(|()| RawResponse::json(body))
+                .map_err(ActionError::from),
+        )
     }
 }

@@ -123,6 +123,59 @@ pub trait Actor: Sized + 'static {
 
     /// Registers the actions.
     fn actions(actions: &mut Actions<Self>);
+
+    /// Raw HTTP (RivetKit's `onRequest`): requests to `/gateway/{id}/request/{path}`. `None`
+    /// (the default) means the actor has no handler, which clients see as
+    /// `404 handler/request_not_defined`. Runs like a synchronous action: atomic, with direct
+    /// access to the state.
+    fn on_request(
+        actor: &mut ActionCtx<'_, Self>,
+        request: &RawRequest<'_>,
+    ) -> Option<ActionResult<RawResponse>> {
+        let _ = (actor, request);
+        None
+    }
+}
+
+/// A raw HTTP request as an actor's [`Actor::on_request`] sees it.
+#[derive(Debug)]
+pub struct RawRequest<'a> {
+    pub method: &'a str,
+    /// The path below `/gateway/{id}/request`, starting with `/` (`/request/a/b` → `/a/b`).
+    pub path: &'a str,
+    /// The query string with its leading `?`, or empty, as `URL.search` gives it.
+    pub query: &'a str,
+    pub headers: &'a [(&'a str, &'a [u8])],
+    pub body: &'a [u8],
+}
+
+impl RawRequest<'_> {
+    /// The first header named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
+/// What [`Actor::on_request`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// A 200 response with a JSON body.
+    pub fn json(body: impl Into<Vec<u8>>) -> RawResponse {
+        RawResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+        }
+    }
 }
 
 /// What an actor knows about itself.
@@ -517,11 +570,32 @@ pub(crate) trait ActorObject {
     fn info(&self) -> &ActorInfo;
     /// Starts action `name`. For a synchronous action, the output is written to `out`.
     fn start(self: Rc<Self>, name: &str, args: &ArgList<'_>, out: &mut Vec<u8>) -> Started;
+    /// Runs the raw HTTP handler; `None` if the actor has none.
+    fn request(self: Rc<Self>, request: &RawRequest<'_>) -> Option<ActionResult<RawResponse>>;
 }
 
 impl<A: Actor> ActorObject for ActorCell<A> {
     fn info(&self) -> &ActorInfo {
         &self.info
+    }
+
+    fn request(self: Rc<Self>, request: &RawRequest<'_>) -> Option<ActionResult<RawResponse>> {
+        let (Ok(mut state), Ok(mut vars)) =
+            (self.state.try_borrow_mut(), self.vars.try_borrow_mut())
+        else {
+            return Some(Err(ActionError::internal(
+                "state is borrowed by a closure that is still running",
+            )));
+        };
+        let mut ctx = ActionCtx {
+            state: &mut *state,
+            vars: &mut *vars,
+            cell: &self,
+        };
+        match catch_unwind(AssertUnwindSafe(|| A::on_request(&mut ctx, request))) {
+            Ok(result) => result,
+            Err(panic) => Some(Err(panicked(panic))),
+        }
     }
 
     fn start(self: Rc<Self>, name: &str, args: &ArgList<'_>, out: &mut Vec<u8>) -> Started {

@@ -21,7 +21,8 @@ pub mod sys;
 pub mod value;
 
 pub use actor::{
-    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, FromArgs, Rest, UserError,
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, FromArgs, RawRequest,
+    RawResponse, Rest, UserError,
 };
 pub use config::{Config, Limits, NetDriver};
 pub use placement::ActorId;

@@ -13,7 +13,7 @@ use pinion_net::http::{Method, Request, Response};
 use pinion_net::server::Handler;
 use serde::Deserialize;
 
-use crate::actor::{ActionError, Failure, Output, Started};
+use crate::actor::{ActionError, Failure, Output, RawRequest, RawResponse, Started};
 use crate::key;
 use crate::placement::ActorId;
 use crate::registry::Registry;
@@ -170,28 +170,77 @@ pub(crate) enum Forwarded {
         name: String,
         body: Vec<u8>,
     },
+    /// `/gateway/{id}/request/{path}`: raw HTTP for the actor's `on_request`.
+    Raw {
+        id: ActorId,
+        request: OwnedRawRequest,
+    },
+}
+
+/// A [`RawRequest`] that can cross shards.
+pub(crate) struct OwnedRawRequest {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+impl OwnedRawRequest {
+    fn from(request: &RawRequest<'_>) -> OwnedRawRequest {
+        OwnedRawRequest {
+            method: request.method.to_string(),
+            path: request.path.to_string(),
+            query: request.query.to_string(),
+            headers: request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+            body: request.body.to_vec(),
+        }
+    }
 }
 
 /// The owning shard's answer to a [`Forwarded`] call: a status and a JSON body.
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) body: Vec<u8>,
+    /// The headers of a raw (`onRequest`) response; `None` for the protocol's JSON replies.
+    pub(crate) raw_headers: Option<Vec<(String, String)>>,
 }
 
 impl Reply {
-    pub(crate) fn error(error: &RivetError) -> Reply {
-        let mut reply = Reply {
-            status: error.status,
+    fn new() -> Reply {
+        Reply {
+            status: 500,
             body: Vec::new(),
-        };
+            raw_headers: None,
+        }
+    }
+
+    pub(crate) fn error(error: &RivetError) -> Reply {
+        let mut reply = Reply::new();
+        reply.status = error.status;
         error.write_json(&mut reply.body);
         reply
+    }
+
+    /// Writes this reply, from another shard, as the HTTP response.
+    fn write_to(&self, res: &mut Response<'_>) {
+        match &self.raw_headers {
+            None => res.json(self.status, &mut |out| out.extend_from_slice(&self.body)),
+            Some(headers) => send_raw(res, self.status, headers, &self.body),
+        }
     }
 }
 
 /// Where an answer goes: straight into the HTTP response, or into a [`Reply`] for another shard.
 trait Sink {
     fn json(&mut self, status: u16, write: &mut dyn FnMut(&mut Vec<u8>));
+
+    /// A raw (`onRequest`) response: the actor's status, headers and body, as they are.
+    fn raw(&mut self, response: RawResponse);
 
     fn error(&mut self, error: &RivetError) {
         self.json(error.status, &mut |out| error.write_json(out));
@@ -202,6 +251,10 @@ impl Sink for Response<'_> {
     fn json(&mut self, status: u16, write: &mut dyn FnMut(&mut Vec<u8>)) {
         self.send_with(status, JSON_HEADERS, write);
     }
+
+    fn raw(&mut self, response: RawResponse) {
+        send_raw(self, response.status, &response.headers, &response.body);
+    }
 }
 
 impl Sink for Reply {
@@ -210,14 +263,38 @@ impl Sink for Reply {
         self.body.clear();
         write(&mut self.body);
     }
+
+    fn raw(&mut self, response: RawResponse) {
+        self.status = response.status;
+        self.body = response.body;
+        self.raw_headers = Some(response.headers);
+    }
+}
+
+/// Sends an actor's raw response, adding the CORS headers every route carries unless the actor
+/// set them itself. `content-length` and `connection` are the HTTP layer's; the actor's are
+/// dropped.
+fn send_raw(res: &mut Response<'_>, status: u16, headers: &[(String, String)], body: &[u8]) {
+    let mut all: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter(|(name, _)| {
+            !name.eq_ignore_ascii_case("content-length")
+                && !name.eq_ignore_ascii_case("connection")
+                && !name.eq_ignore_ascii_case("transfer-encoding")
+        })
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    for (name, value) in &JSON_HEADERS[1..] {
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            all.push((name, value));
+        }
+    }
+    res.send(status, &all, body);
 }
 
 /// Runs a forwarded call on this (the owning) shard.
 pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
-    let mut reply = Reply {
-        status: 500,
-        body: Vec::new(),
-    };
+    let mut reply = Reply::new();
     match call {
         Forwarded::Resolve {
             name,
@@ -233,6 +310,21 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
         }
         Forwarded::Action { id, name, mut body } => {
             action(shard, id, &name, &mut body, &mut reply).await
+        }
+        Forwarded::Raw { id, request } => {
+            let headers: Vec<(&str, &[u8])> = request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            let view = RawRequest {
+                method: &request.method,
+                path: &request.path,
+                query: &request.query,
+                headers: &headers,
+                body: &request.body,
+            };
+            raw_request(shard, id, &view, &mut reply);
         }
     }
     reply
@@ -364,7 +456,7 @@ impl Gateway {
                     },
                 )
                 .await;
-            res.json(reply.status, &mut |out| out.extend_from_slice(&reply.body));
+            reply.write_to(res);
         }
     }
 
@@ -399,7 +491,7 @@ impl Gateway {
             } else {
                 let reply = shard.forward(owner, Forwarded::Lookup { id }).await;
                 if reply.status != 200 {
-                    return res.json(reply.status, &mut |out| out.extend_from_slice(&reply.body));
+                    return reply.write_to(res);
                 }
                 list.extend_from_slice(&reply.body);
             }
@@ -428,6 +520,11 @@ impl Gateway {
         let Some(id) = ActorId::parse(id_text) else {
             return res.error(&RivetError::actor_not_found(id_text));
         };
+        if route == "request" || route.starts_with("request/") {
+            return self
+                .raw(req, id, &route["request".len()..], body, res)
+                .await;
+        }
         let Some(action_name) = route.strip_prefix("action/") else {
             return res.error(&RivetError::route_not_found());
         };
@@ -480,7 +577,66 @@ impl Gateway {
                 body: body.to_vec(),
             };
             let reply = shard.forward(owner, call).await;
-            res.json(reply.status, &mut |out| out.extend_from_slice(&reply.body));
+            reply.write_to(res);
+        }
+    }
+}
+
+impl Gateway {
+    /// `/gateway/{id}/request/{path}`: raw HTTP to the actor's `on_request`, which sees the path
+    /// without `/request` and the query as `URL.search` gives it.
+    async fn raw(
+        &self,
+        req: &Request<'_>,
+        id: ActorId,
+        path: &str,
+        body: &[u8],
+        res: &mut Response<'_>,
+    ) {
+        let shard = &self.shard;
+        let path = if path.is_empty() { "/" } else { path };
+        let query = if req.query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", req.query)
+        };
+        let headers: Vec<(&str, &[u8])> = req.headers.iter().map(|h| (h.name, h.value)).collect();
+        let request = RawRequest {
+            method: req.method_str,
+            path,
+            query: &query,
+            headers: &headers,
+            body,
+        };
+        let owner = id.shard(shard.shard_count());
+        if owner == shard.index {
+            raw_request(shard, id, &request, res);
+        } else {
+            let call = Forwarded::Raw {
+                id,
+                request: OwnedRawRequest::from(&request),
+            };
+            shard.forward(owner, call).await.write_to(res);
+        }
+    }
+}
+
+/// Runs the raw HTTP handler of actor `id` on the owning shard.
+fn raw_request(shard: &Shard, id: ActorId, request: &RawRequest<'_>, sink: &mut dyn Sink) {
+    let Some(actor) = shard.actor(id) else {
+        return sink.error(&RivetError::actor_not_found(&id.to_string()));
+    };
+    match actor.clone().request(request) {
+        None => sink.error(&RivetError::new(
+            404,
+            "handler",
+            "request_not_defined",
+            "This actor does not handle raw HTTP requests (onRequest is not defined).",
+        )),
+        Some(Ok(response)) => sink.raw(response),
+        Some(Err(error)) => {
+            log_internal("on_request", actor.info().name(), &error);
+            sink.error(&RivetError::from_action(error));
         }
     }
 }

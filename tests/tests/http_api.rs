@@ -428,6 +428,46 @@ fn many_connections_with_large_bodies() {
 }
 
 #[test]
+fn raw_http_reaches_on_request() {
+    on_1_and_2_shards(|addr, _| {
+        let mut rivet = Rivet::connect(addr);
+        // Several actors, so that with 2 shards some requests are forwarded.
+        for i in 0..4 {
+            let id = rivet.get_or_create("api", &format!("raw-{i}"));
+            let post = rivet.conn.request(
+                "POST",
+                &format!("/gateway/{id}/request/some/path?x=1"),
+                &[
+                    ("content-type", "text/plain;charset=UTF-8"),
+                    ("x-custom", "1"),
+                ],
+                b"hello",
+            );
+            assert_eq!(post.status, 200);
+            assert_eq!(post.header("content-type"), Some("application/json"));
+            assert_eq!(
+                post.json(),
+                json!({"count": 1, "method": "POST", "path": "/some/path", "query": "?x=1"})
+            );
+            let get = rivet.conn.get(&format!("/gateway/{id}/request/"));
+            assert_eq!(
+                get.json(),
+                json!({"count": 1, "method": "GET", "path": "/", "query": ""})
+            );
+            let bare = rivet.conn.get(&format!("/gateway/{id}/request"));
+            assert_eq!(bare.json()["path"], "/");
+            assert_eq!(rivet.call(&id, "getCount", json!([])), 1);
+        }
+        // An actor without on_request.
+        let counter = rivet.get_or_create("counter", "no-raw");
+        let missing = rivet.conn.get(&format!("/gateway/{counter}/request/x"));
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.json()["group"], "handler");
+        assert_eq!(missing.json()["code"], "request_not_defined");
+    });
+}
+
+#[test]
 fn cors_preflight() {
     let server = start(1);
     let mut conn = Conn::open(server.local_addr());
