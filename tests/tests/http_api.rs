@@ -197,7 +197,8 @@ fn actions_and_errors() {
         assert_eq!(rivet.call(&counter, "increment", json!([5])), 6);
         assert_eq!(rivet.call(&counter, "getCount", json!([])), 6);
 
-        let values = json!(["ünïcödé 😀 \"q\" \\ \u{1}", {"nested": [1, 2.5, -3, null, true]}, ["$$notAType", 1], ["$Uint8Array", "AQI="], "x".repeat(60_000)]);
+        let values = json!(["ünïcödé 😀 \"q\" \\ \u{1}", {"nested": [1, 2.5, -3, null, true]}, ["$$notAType", 1], ["$Uint8Array", "AQI="],
+            ["$ArrayBuffer", "CQgH"], "x".repeat(60_000)]);
         assert_eq!(rivet.call(&counter, "echo", values.clone()), values);
 
         let profile = rivet.get_or_create("profile", "errors");

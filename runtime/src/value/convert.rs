@@ -52,6 +52,9 @@ impl<'de> de::Deserializer<'de> for &'de Value {
             Value::BigInt(b) => visitor.visit_i128(*b),
             Value::String(s) => visitor.visit_borrowed_str(s),
             Value::Bytes(b) => visitor.visit_borrowed_bytes(b),
+            Value::ArrayBuffer(b) => {
+                visitor.visit_newtype_struct(serde::de::value::BytesDeserializer::<Error>::new(b))
+            }
             Value::Array(a) => {
                 let mut seq = SeqDeserializer::<_, Error>::new(a.iter());
                 let value = visitor.visit_seq(&mut seq)?;
@@ -146,7 +149,7 @@ impl<'de> de::Deserializer<'de> for &'de Value {
     /// Bytes also deserialize as a sequence of `u8`, for `Vec<u8>` targets.
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self {
-            Value::Bytes(b) => {
+            Value::Bytes(b) | Value::ArrayBuffer(b) => {
                 let mut seq = SeqDeserializer::<_, Error>::new(b.iter().copied());
                 let value = visitor.visit_seq(&mut seq)?;
                 seq.end()?;
@@ -421,10 +424,13 @@ impl ser::Serializer for ValueSer {
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
-        _name: &'static str,
+        name: &'static str,
         value: &T,
     ) -> Result<Value, Error> {
-        value.serialize(self)
+        match (name == super::ARRAY_BUFFER, value.serialize(self)?) {
+            (true, Value::Bytes(b)) => Ok(Value::ArrayBuffer(b)),
+            (_, other) => Ok(other),
+        }
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use serde::de::value::{BorrowedStrDeserializer, SeqDeserializer};
+use serde::de::value::{BorrowedStrDeserializer, BytesDeserializer, SeqDeserializer};
 use serde::de::{
     self, Deserialize, DeserializeOwned, DeserializeSeed, EnumAccess, MapAccess, SeqAccess,
     VariantAccess, Visitor,
@@ -242,8 +242,10 @@ enum Tag<'de> {
     None,
     /// `["$BigInt","<decimal>"]`.
     BigInt(&'de str),
-    /// `["$Uint8Array","<b64>"]` or `["$ArrayBuffer","<b64>"]`.
+    /// `["$Uint8Array","<b64>"]`.
     Bytes(&'de str),
+    /// `["$ArrayBuffer","<b64>"]`.
+    ArrayBuffer(&'de str),
     /// `["$Undefined",…]` from newer clients; accepted as null.
     Undefined,
     /// `["$$x",v]`: the user array `["$x",v]`, carrying the unescaped string.
@@ -320,7 +322,8 @@ impl<'t, 'de> TapeDe<'t, 'de> {
         let payload = self.tape.get(self.idx + 1).copied();
         let tag = match (name, payload) {
             ("$BigInt", Some(Node::String(s))) => Tag::BigInt(s),
-            ("$Uint8Array" | "$ArrayBuffer", Some(Node::String(s))) => Tag::Bytes(s),
+            ("$Uint8Array", Some(Node::String(s))) => Tag::Bytes(s),
+            ("$ArrayBuffer", Some(Node::String(s))) => Tag::ArrayBuffer(s),
             ("$Undefined", Some(node)) => {
                 self.idx += 1 + span(&node);
                 return Ok(Tag::Undefined);
@@ -369,7 +372,7 @@ impl<'t, 'de> TapeDe<'t, 'de> {
         }
         self.idx += 1;
         match self.tag(2)? {
-            Tag::Bytes(s) => decode_b64(s).map(Some),
+            Tag::Bytes(s) | Tag::ArrayBuffer(s) => decode_b64(s).map(Some),
             _ => Err(Error::new(
                 "malformed byte array tag: the payload must be a string",
             )),
@@ -467,6 +470,10 @@ impl<'de> de::Deserializer<'de> for &mut TapeDe<'_, 'de> {
                     _ => Err(bad_bigint(s)),
                 },
                 Tag::Bytes(s) => visitor.visit_byte_buf(decode_b64(s)?),
+                Tag::ArrayBuffer(s) => {
+                    let bytes = decode_b64(s)?;
+                    visitor.visit_newtype_struct(BytesDeserializer::<Error>::new(&bytes))
+                }
                 Tag::Undefined => visitor.visit_unit(),
                 Tag::Escaped(first) => self.visit_array(len, Some(first), visitor),
             },

@@ -29,8 +29,11 @@ pub enum Value {
     BigInt(i128),
     /// A string.
     String(String),
-    /// A `Uint8Array` or `ArrayBuffer` (`["$Uint8Array","<base64>"]` on the wire).
+    /// A `Uint8Array` (`["$Uint8Array","<base64>"]` on the wire).
     Bytes(Vec<u8>),
+    /// An `ArrayBuffer` (`["$ArrayBuffer","<base64>"]`), kept apart from `Bytes` so that it
+    /// round-trips as what the client sent.
+    ArrayBuffer(Vec<u8>),
     /// An array, already untagged (`["$$x",1]` on the wire is `["$x",1]` here).
     Array(Vec<Value>),
     /// An object, in the order its keys arrived.
@@ -258,7 +261,7 @@ impl Value {
     /// The bytes, if this is a byte array.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
-            Value::Bytes(b) => Some(b),
+            Value::Bytes(b) | Value::ArrayBuffer(b) => Some(b),
             _ => None,
         }
     }
@@ -405,6 +408,9 @@ impl Serialize for Value {
             Value::BigInt(b) => serializer.serialize_i128(*b),
             Value::String(s) => serializer.serialize_str(s),
             Value::Bytes(b) => serializer.serialize_bytes(b),
+            Value::ArrayBuffer(b) => {
+                serializer.serialize_newtype_struct(super::ARRAY_BUFFER, &ByteSlice(b))
+            }
             Value::Array(a) => {
                 let mut seq = serializer.serialize_seq(Some(a.len()))?;
                 for v in a {
@@ -458,8 +464,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Value::deserialize(d)
     }
 
+    /// Our decoders present `$ArrayBuffer` as a newtype around its bytes.
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Value::deserialize(d)
+        Ok(match Value::deserialize(d)? {
+            Value::Bytes(b) => Value::ArrayBuffer(b),
+            other => other,
+        })
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
@@ -535,5 +545,14 @@ impl<'de> Deserialize<'de> for Map {
             Value::Object(m) => Ok(m),
             _ => Err(de::Error::custom("expected an object")),
         }
+    }
+}
+
+/// Serializes borrowed bytes as serde bytes (not as a sequence of numbers).
+struct ByteSlice<'a>(&'a [u8]);
+
+impl Serialize for ByteSlice<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
     }
 }

@@ -38,6 +38,11 @@ mod ser;
 #[cfg(test)]
 mod tests;
 
+/// The newtype-struct name under which [`Value::ArrayBuffer`] travels through serde: the
+/// tagged encoder writes it as `["$ArrayBuffer", …]` and the decoders hand `$ArrayBuffer` to
+/// visitors as a newtype around the bytes, so that a JS `ArrayBuffer` comes back as one.
+pub(crate) const ARRAY_BUFFER: &str = "$pinion::ArrayBuffer";
+
 pub use cbor::{decode_base64_cbor, decode_cbor};
 pub use convert::{from_value, to_value};
 pub use de::{ArgList, parse_action_body, parse_args_array, parse_tagged};

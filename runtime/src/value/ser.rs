@@ -15,7 +15,10 @@ use super::Error;
 /// so the caller can fall back to writing an error body into the same buffer.
 pub fn write_tagged<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), Error> {
     let start = out.len();
-    let result = v.serialize(&mut JsonSer { out });
+    let result = v.serialize(&mut JsonSer {
+        out,
+        array_buffer: false,
+    });
     if result.is_err() {
         out.truncate(start);
     }
@@ -192,9 +195,11 @@ fn write_bigint(out: &mut Vec<u8>, decimal: &str) {
     out.extend_from_slice(b"\"]");
 }
 
-/// Appends `["$Uint8Array","<standard padded base64>"]`, encoding in place.
-fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(b"[\"$Uint8Array\",\"");
+/// Appends `["<tag>","<standard padded base64>"]`, encoding in place.
+fn write_bytes(out: &mut Vec<u8>, tag: &str, bytes: &[u8]) {
+    out.extend_from_slice(b"[\"");
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(b"\",\"");
     let start = out.len();
     let n = base64::encoded_len(bytes.len(), true).unwrap_or(0);
     out.resize(start + n, 0);
@@ -206,6 +211,9 @@ fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The serde serializer behind [`write_tagged`].
 struct JsonSer<'a> {
     out: &'a mut Vec<u8>,
+    /// Set while serializing the inside of a [`super::ARRAY_BUFFER`] newtype: its bytes are
+    /// written with the `$ArrayBuffer` tag.
+    array_buffer: bool,
 }
 
 /// State of an open JSON array or object.
@@ -356,7 +364,12 @@ impl<'s, 'a> ser::Serializer for &'s mut JsonSer<'a> {
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
-        write_bytes(self.out, v);
+        let tag = if std::mem::take(&mut self.array_buffer) {
+            "$ArrayBuffer"
+        } else {
+            "$Uint8Array"
+        };
+        write_bytes(self.out, tag, v);
         Ok(())
     }
 
@@ -389,10 +402,13 @@ impl<'s, 'a> ser::Serializer for &'s mut JsonSer<'a> {
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
-        _name: &'static str,
+        name: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        value.serialize(self)
+        self.array_buffer = name == super::ARRAY_BUFFER;
+        let result = value.serialize(&mut *self);
+        self.array_buffer = false;
+        result
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { before, after, describe, test } from "node:test";
 import { createClient } from "rivetkit/client";
-import { ENDPOINT, IS_REFERENCE, TIMEOUT, preflight, uniq } from "../lib/helpers.mjs";
+import { ENDPOINT, TIMEOUT, preflight, uniq } from "../lib/helpers.mjs";
 
 const opts = { timeout: TIMEOUT };
 
@@ -139,17 +139,13 @@ describe("echo round-trips", () => {
 		assert.deepEqual(Array.from(out[3].list[0]), [7]);
 	});
 
-	// Known gap in Pinion: its dynamic Value has one bytes type, so an ArrayBuffer argument comes
-	// back as a Uint8Array (same bytes). Reported as a todo until Value keeps the distinction.
-	test(
-		"ArrayBuffer comes back as ArrayBuffer",
-		{ ...opts, todo: IS_REFERENCE ? false : "Pinion echoes ArrayBuffer as Uint8Array" },
-		async () => {
-			const [out] = await echo(new Uint8Array([9, 8, 7]).buffer);
-			assert.deepEqual(Array.from(new Uint8Array(out.buffer ?? out)), [9, 8, 7]);
-			assert.ok(out instanceof ArrayBuffer, "ArrayBuffer comes back as ArrayBuffer");
-		},
-	);
+	test("ArrayBuffer comes back as ArrayBuffer", opts, async () => {
+		const [out, nested] = await echo(new Uint8Array([9, 8, 7]).buffer, { b: new Uint8Array([1]).buffer });
+		assert.ok(out instanceof ArrayBuffer, "ArrayBuffer comes back as ArrayBuffer");
+		assert.deepEqual(Array.from(new Uint8Array(out)), [9, 8, 7]);
+		assert.ok(nested.b instanceof ArrayBuffer);
+		assert.deepEqual(Array.from(new Uint8Array(nested.b)), [1]);
+	});
 
 	test("BigInt (sent as [\"$BigInt\", ...] in JSON mode)", opts, async () => {
 		const out = await roundTrip(

@@ -180,10 +180,28 @@ fn bytes_round_trip_at_every_padding() {
 }
 
 #[test]
-fn array_buffer_decodes_as_bytes_and_echoes_as_uint8array() {
+fn array_buffer_round_trips_as_array_buffer() {
     let v: Value = dec(r#"["$ArrayBuffer","/wA="]"#).unwrap();
-    assert_eq!(v, Value::Bytes(vec![0xff, 0]));
-    assert_eq!(enc(&v), r#"["$Uint8Array","/wA="]"#);
+    assert_eq!(v, Value::ArrayBuffer(vec![0xff, 0]));
+    assert_eq!(enc(&v), r#"["$ArrayBuffer","/wA="]"#);
+    assert_eq!(v.as_bytes(), Some(&[0xff, 0][..]));
+    // Nested, and through the dynamic conversions.
+    let nested: Value = dec(r#"{"b":[["$ArrayBuffer","AQI="],["$Uint8Array","AQI="]]}"#).unwrap();
+    assert_eq!(
+        enc(&nested),
+        r#"{"b":[["$ArrayBuffer","AQI="],["$Uint8Array","AQI="]]}"#
+    );
+    assert_eq!(to_value(&nested).unwrap(), nested);
+    assert_eq!(from_value::<Value>(&nested).unwrap(), nested);
+    // Typed byte targets take either tag.
+    assert_eq!(
+        dec::<Vec<u8>>(r#"["$ArrayBuffer","AQI="]"#).unwrap(),
+        vec![1, 2]
+    );
+    assert_eq!(
+        from_value::<Vec<u8>>(&Value::ArrayBuffer(vec![1, 2])).unwrap(),
+        vec![1, 2]
+    );
     // Unpadded base64 is tolerated.
     assert_eq!(
         dec::<Value>(r#"["$Uint8Array","AQI"]"#).unwrap(),
