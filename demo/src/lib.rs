@@ -15,6 +15,7 @@ pub fn registry() -> Registry {
         .register::<Counter>()
         .register::<Profile>()
         .register::<Api>()
+        .register::<Transform>()
 }
 
 /// `counter`: `{count}`; `increment(amount = 1)` returns the new count.
@@ -184,5 +185,41 @@ impl Actor for Api {
                 .map(|()| RawResponse::json(body))
                 .map_err(ActionError::from),
         )
+    }
+}
+
+/// `transform`: `onBeforeActionResponse` wraps every output as `{wrapped: output}`.
+pub struct Transform;
+
+impl Actor for Transform {
+    const NAME: &'static str = "transform";
+    type State = ();
+    type Vars = ();
+    const TRANSFORMS_OUTPUT: bool = true;
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<()> {
+        Ok(())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &()) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action("value", |_, ()| Ok(42))
+            .action("echoArgs", |_, Rest(args)| Ok(args));
+    }
+
+    fn on_before_action_response(
+        _: &mut ActionCtx<'_, Self>,
+        _action: &str,
+        _args: &[Value],
+        output: Option<Value>,
+    ) -> ActionResult<Option<Value>> {
+        // As in JS, `{wrapped: undefined}` has no `wrapped` field once serialized.
+        let mut wrapped = pinion_runtime::value::Map::new();
+        if let Some(output) = output {
+            wrapped.insert("wrapped", output);
+        }
+        Ok(Some(Value::Object(wrapped)))
     }
 }

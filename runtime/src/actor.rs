@@ -135,6 +135,23 @@ pub trait Actor: Sized + 'static {
         let _ = (actor, request);
         None
     }
+
+    /// Whether [`Actor::on_before_action_response`] runs. Off by default, so that actors without
+    /// the hook encode outputs straight to the wire instead of through a [`Value`].
+    const TRANSFORMS_OUTPUT: bool = false;
+
+    /// RivetKit's `onBeforeActionResponse`: rewrites the output of every action (over HTTP and,
+    /// with connections, over WebSocket) before it is sent. `None` is JS `undefined`. Runs only
+    /// when [`Actor::TRANSFORMS_OUTPUT`] is true.
+    fn on_before_action_response(
+        actor: &mut ActionCtx<'_, Self>,
+        action: &str,
+        args: &[Value],
+        output: Option<Value>,
+    ) -> ActionResult<Option<Value>> {
+        let _ = (actor, action, args);
+        Ok(output)
+    }
 }
 
 /// A raw HTTP request as an actor's [`Actor::on_request`] sees it.
@@ -442,6 +459,7 @@ impl<A: Actor> Actions<A> {
         F: Fn(&mut ActionCtx<'_, A>, Args) -> ActionResult<R> + 'static,
     {
         let handler = move |cell: &Rc<ActorCell<A>>, args: &ArgList<'_>, out: &mut Vec<u8>| {
+            let arg_values = transform_args::<A>(args)?;
             let args = Args::from_args(args).map_err(Failure::BadArgs)?;
             let (Ok(mut state), Ok(mut vars)) =
                 (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
@@ -456,6 +474,10 @@ impl<A: Actor> Actions<A> {
                 cell,
             };
             match catch_unwind(AssertUnwindSafe(|| f(&mut ctx, args))) {
+                Ok(Ok(result)) if A::TRANSFORMS_OUTPUT => {
+                    let output = transform(&mut ctx, name, &arg_values, &result)?;
+                    encode(&output, out)
+                }
                 Ok(Ok(result)) => encode(&result, out),
                 Ok(Err(error)) => Err(Failure::Action(error)),
                 Err(panic) => Err(Failure::Action(panicked(panic))),
@@ -480,8 +502,10 @@ impl<A: Actor> Actions<A> {
     {
         let f = Rc::new(f);
         let handler = move |cell: &Rc<ActorCell<A>>, args: &ArgList<'_>| {
+            let arg_values = transform_args::<A>(args)?;
             let args = Args::from_args(args).map_err(Failure::BadArgs)?;
             let ctx = Ctx { cell: cell.clone() };
+            let cell = cell.clone();
             let f = f.clone();
             let future: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
                 let started = catch_unwind(AssertUnwindSafe(|| f(ctx, args)));
@@ -490,6 +514,26 @@ impl<A: Actor> Actions<A> {
                     Err(panic) => Err(panic),
                 };
                 match result {
+                    Ok(Ok(value)) if A::TRANSFORMS_OUTPUT => {
+                        let (Ok(mut state), Ok(mut vars)) =
+                            (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
+                        else {
+                            return Err(Failure::Action(ActionError::internal(
+                                "state is borrowed by a closure that is still running",
+                            )));
+                        };
+                        let mut ctx = ActionCtx {
+                            state: &mut *state,
+                            vars: &mut *vars,
+                            cell: &cell,
+                        };
+                        let output = transform(&mut ctx, name, &arg_values, &value)?;
+                        let mut out = Vec::new();
+                        match encode(&output, &mut out)? {
+                            Output::Written => Ok(Some(out)),
+                            Output::Undefined => Ok(None),
+                        }
+                    }
                     Ok(Ok(value)) => {
                         let mut out = Vec::new();
                         match encode(&value, &mut out)? {
@@ -519,8 +563,55 @@ impl<A: Actor> Actions<A> {
     }
 }
 
+/// The arguments as values, for [`Actor::on_before_action_response`]; empty (and free) for
+/// actors without the hook.
+fn transform_args<A: Actor>(args: &ArgList<'_>) -> Result<Vec<Value>, Failure> {
+    if A::TRANSFORMS_OUTPUT {
+        args.rest(0).map_err(Failure::BadArgs)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// Runs [`Actor::on_before_action_response`] on an action's result.
+fn transform<A: Actor, R: Serialize + 'static>(
+    ctx: &mut ActionCtx<'_, A>,
+    action: &str,
+    args: &[Value],
+    result: &R,
+) -> Result<Transformed, Failure> {
+    let output = if TypeId::of::<R>() == TypeId::of::<()>() {
+        None
+    } else {
+        Some(value::to_value(result).map_err(|error| {
+            Failure::Action(ActionError::internal(format!(
+                "the action's result does not serialize: {error}"
+            )))
+        })?)
+    };
+    match catch_unwind(AssertUnwindSafe(|| {
+        A::on_before_action_response(ctx, action, args, output)
+    })) {
+        Ok(Ok(output)) => Ok(Transformed(output)),
+        Ok(Err(error)) => Err(Failure::Action(error)),
+        Err(panic) => Err(Failure::Action(panicked(panic))),
+    }
+}
+
+/// An output rewritten by [`Actor::on_before_action_response`]; `None` is `undefined`.
+struct Transformed(Option<Value>);
+
+impl Serialize for Transformed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 fn encode<R: Serialize + 'static>(value: &R, out: &mut Vec<u8>) -> Result<Output, Failure> {
     if TypeId::of::<R>() == TypeId::of::<()>() {
+        return Ok(Output::Undefined);
+    }
+    if let Some(Transformed(None)) = (value as &dyn std::any::Any).downcast_ref::<Transformed>() {
         return Ok(Output::Undefined);
     }
     match value::write_tagged(out, value) {

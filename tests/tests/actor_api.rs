@@ -93,15 +93,78 @@ impl Actor for Gate {
     }
 }
 
+/// Counts its transformed outputs in its state, and rewrites async, undefined and failing
+/// outputs too.
+struct Wrapper;
+
+impl Actor for Wrapper {
+    const NAME: &'static str = "wrapper";
+    type State = i64;
+    type Vars = ();
+    const TRANSFORMS_OUTPUT: bool = true;
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<i64> {
+        Ok(0)
+    }
+
+    fn create_vars(_: &ActorInfo, _: &i64) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action_async("later", |_, (x,): (i64,)| async move {
+                sys::sleep(Duration::from_millis(1)).await;
+                Ok(x * 2)
+            })
+            .action("nothing", |_, ()| Ok(()))
+            .action("secret", |_, ()| Ok("hide me"));
+    }
+
+    fn on_before_action_response(
+        c: &mut pinion_runtime::ActionCtx<'_, Self>,
+        action: &str,
+        args: &[Value],
+        output: Option<Value>,
+    ) -> ActionResult<Option<Value>> {
+        *c.state += 1;
+        if action == "secret" {
+            return Err(UserError::new("Redacted").code("redacted").into());
+        }
+        let described =
+            json!({"action": action, "args": args.len(), "output": output, "seen": *c.state});
+        Ok(Some(pinion_runtime::value::to_value(&described)?))
+    }
+}
+
 fn start(shards: usize) -> Server {
+    let registry = Registry::new().register::<Gate>().register::<Wrapper>();
     Server::start(
-        Registry::new().register::<Gate>(),
+        registry,
         Config {
             shards: Some(shards),
             ..test_config()
         },
     )
     .unwrap()
+}
+
+#[test]
+fn on_before_action_response_sees_sync_async_and_undefined_outputs() {
+    let server = start(2);
+    let mut rivet = Rivet::connect(server.local_addr());
+    let id = rivet.get_or_create("wrapper", "w");
+    assert_eq!(
+        rivet.call(&id, "later", json!([21, "extra"])),
+        json!({"action": "later", "args": 2, "output": 42, "seen": 1})
+    );
+    assert_eq!(
+        rivet.call(&id, "nothing", json!([])),
+        json!({"action": "nothing", "args": 0, "output": null, "seen": 2})
+    );
+    let redacted = rivet.action(&id, "secret", json!([]));
+    assert_eq!(redacted.status, 400);
+    assert_eq!(redacted.json()["code"], "redacted");
+    assert!(!redacted.text().contains("hide me"));
+    server.stop().unwrap();
 }
 
 #[test]

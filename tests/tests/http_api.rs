@@ -469,6 +469,25 @@ fn raw_http_reaches_on_request() {
 }
 
 #[test]
+fn on_before_action_response_rewrites_every_output() {
+    on_1_and_2_shards(|addr, _| {
+        let mut rivet = Rivet::connect(addr);
+        for i in 0..3 {
+            let id = rivet.get_or_create("transform", &format!("t-{i}"));
+            assert_eq!(rivet.call(&id, "value", json!([])), json!({"wrapped": 42}));
+            let args = json!(["a", ["$$x", 1], {"k": null}]);
+            assert_eq!(
+                rivet.call(&id, "echoArgs", args.clone()),
+                json!({"wrapped": args})
+            );
+        }
+        // Other actors' outputs are untouched.
+        let counter = rivet.get_or_create("counter", "untransformed");
+        assert_eq!(rivet.call(&counter, "increment", json!([])), 1);
+    });
+}
+
+#[test]
 fn cors_preflight() {
     let server = start(1);
     let mut conn = Conn::open(server.local_addr());
