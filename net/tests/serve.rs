@@ -2,6 +2,9 @@
 //! runs an accept loop (one task per connection) and the tests talk to it with blocking std
 //! sockets, so every assertion is on the exact bytes a client receives.
 
+mod common;
+
+use common::Resp;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
@@ -103,26 +106,6 @@ fn small_limits() -> Limits {
     }
 }
 
-/// One parsed response.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn closes(&self) -> bool {
-        self.header("connection") == Some("close")
-    }
-}
-
 /// A blocking test client that keeps unread bytes between responses.
 struct Client {
     stream: TcpStream,
@@ -179,29 +162,11 @@ impl Client {
             );
         };
         let head = String::from_utf8(self.buf[..head_end].to_vec()).unwrap();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
-        let status: u16 = status_line[9..12].parse().unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l.split_once(": ").unwrap();
-                (n.to_string(), v.to_string())
-            })
-            .collect();
+        assert!(head.starts_with("HTTP/1.1 "), "{head}");
         self.buf.drain(..head_end);
-        let mut resp = Resp {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let len: usize = resp
-            .header("content-length")
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(0);
+        let mut resp = Resp::from_head(&head);
         if !head_request {
-            resp.body = self.raw(len);
+            resp.body = self.raw(resp.content_length());
         }
         resp
     }

@@ -7,6 +7,9 @@
 //! with blocking std sockets and a tiny WebSocket client built on the codec (masked frames out,
 //! `Role::Client` parsing in), so every assertion is on the exact frames a client receives.
 
+mod common;
+
+use common::Resp;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -243,23 +246,6 @@ fn server(net: Net) -> SocketAddr {
     })
 }
 
-/// One HTTP response head (and body, by content-length).
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// One frame as the client received it.
 #[derive(Debug, PartialEq, Eq)]
 struct Frame {
@@ -375,23 +361,8 @@ impl Client {
         };
         let head = String::from_utf8(self.buf[..head_end].to_vec()).unwrap();
         self.buf.drain(..head_end);
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines.next().unwrap()[9..12].parse().unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l.split_once(": ").unwrap();
-                (n.to_string(), v.to_string())
-            })
-            .collect();
-        let mut resp = Resp {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let len: usize = resp
-            .header("content-length")
-            .map_or(0, |v| v.parse().unwrap());
+        let mut resp = Resp::from_head(&head);
+        let len = resp.content_length();
         while self.buf.len() < len {
             assert!(self.read_more(), "EOF inside a body");
         }

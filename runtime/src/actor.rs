@@ -461,35 +461,17 @@ impl<A: Actor> Actions<A> {
         let handler = move |cell: &Rc<ActorCell<A>>, args: &ArgList<'_>, out: &mut Vec<u8>| {
             let arg_values = transform_args::<A>(args)?;
             let args = Args::from_args(args).map_err(Failure::BadArgs)?;
-            let (Ok(mut state), Ok(mut vars)) =
-                (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
-            else {
-                return Err(Failure::Action(ActionError::internal(
-                    "state is borrowed by a closure that is still running",
-                )));
-            };
-            let mut ctx = ActionCtx {
-                state: &mut *state,
-                vars: &mut *vars,
-                cell,
-            };
-            match catch_unwind(AssertUnwindSafe(|| f(&mut ctx, args))) {
-                Ok(Ok(result)) if A::TRANSFORMS_OUTPUT => {
-                    let output = transform(&mut ctx, name, &arg_values, &result)?;
-                    encode(&output, out)
+            with_ctx(cell, |ctx| {
+                let result = f(ctx, args).map_err(Failure::Action)?;
+                if A::TRANSFORMS_OUTPUT {
+                    encode(&transform(ctx, name, &arg_values, &result)?, out)
+                } else {
+                    encode(&result, out)
                 }
-                Ok(Ok(result)) => encode(&result, out),
-                Ok(Err(error)) => Err(Failure::Action(error)),
-                Err(panic) => Err(Failure::Action(panicked(panic))),
-            }
+            })
+            .map_err(Failure::Action)?
         };
-        let previous = self.handlers.insert(name, Handler::Sync(Box::new(handler)));
-        assert!(
-            previous.is_none(),
-            "action {name} of {} registered twice",
-            A::NAME
-        );
-        self
+        self.insert(name, Handler::Sync(Box::new(handler)))
     }
 
     /// Registers an asynchronous action. While it awaits, other actions of the same actor run.
@@ -515,41 +497,23 @@ impl<A: Actor> Actions<A> {
                 };
                 match result {
                     Ok(Ok(value)) if A::TRANSFORMS_OUTPUT => {
-                        let (Ok(mut state), Ok(mut vars)) =
-                            (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
-                        else {
-                            return Err(Failure::Action(ActionError::internal(
-                                "state is borrowed by a closure that is still running",
-                            )));
-                        };
-                        let mut ctx = ActionCtx {
-                            state: &mut *state,
-                            vars: &mut *vars,
-                            cell: &cell,
-                        };
-                        let output = transform(&mut ctx, name, &arg_values, &value)?;
-                        let mut out = Vec::new();
-                        match encode(&output, &mut out)? {
-                            Output::Written => Ok(Some(out)),
-                            Output::Undefined => Ok(None),
-                        }
+                        let output =
+                            with_ctx(&cell, |ctx| transform(ctx, name, &arg_values, &value))
+                                .map_err(Failure::Action)??;
+                        encode_owned(&output)
                     }
-                    Ok(Ok(value)) => {
-                        let mut out = Vec::new();
-                        match encode(&value, &mut out)? {
-                            Output::Written => Ok(Some(out)),
-                            Output::Undefined => Ok(None),
-                        }
-                    }
+                    Ok(Ok(value)) => encode_owned(&value),
                     Ok(Err(error)) => Err(Failure::Action(error)),
                     Err(panic) => Err(Failure::Action(panicked(panic))),
                 }
             });
             Ok(future)
         };
-        let previous = self
-            .handlers
-            .insert(name, Handler::Async(Box::new(handler)));
+        self.insert(name, Handler::Async(Box::new(handler)))
+    }
+
+    fn insert(&mut self, name: &'static str, handler: Handler<A>) -> &mut Self {
+        let previous = self.handlers.insert(name, handler);
         assert!(
             previous.is_none(),
             "action {name} of {} registered twice",
@@ -583,19 +547,11 @@ fn transform<A: Actor, R: Serialize + 'static>(
     let output = if TypeId::of::<R>() == TypeId::of::<()>() {
         None
     } else {
-        Some(value::to_value(result).map_err(|error| {
-            Failure::Action(ActionError::internal(format!(
-                "the action's result does not serialize: {error}"
-            )))
-        })?)
+        Some(value::to_value(result).map_err(unserializable)?)
     };
-    match catch_unwind(AssertUnwindSafe(|| {
-        A::on_before_action_response(ctx, action, args, output)
-    })) {
-        Ok(Ok(output)) => Ok(Transformed(output)),
-        Ok(Err(error)) => Err(Failure::Action(error)),
-        Err(panic) => Err(Failure::Action(panicked(panic))),
-    }
+    A::on_before_action_response(ctx, action, args, output)
+        .map(Transformed)
+        .map_err(Failure::Action)
 }
 
 /// An output rewritten by [`Actor::on_before_action_response`]; `None` is `undefined`.
@@ -614,12 +570,43 @@ fn encode<R: Serialize + 'static>(value: &R, out: &mut Vec<u8>) -> Result<Output
     if let Some(Transformed(None)) = (value as &dyn std::any::Any).downcast_ref::<Transformed>() {
         return Ok(Output::Undefined);
     }
-    match value::write_tagged(out, value) {
-        Ok(()) => Ok(Output::Written),
-        Err(error) => Err(Failure::Action(ActionError::internal(format!(
-            "the action's result does not serialize: {error}"
-        )))),
-    }
+    value::write_tagged(out, value).map_err(unserializable)?;
+    Ok(Output::Written)
+}
+
+/// [`encode`] into a buffer of its own, for outputs that arrive after an await.
+fn encode_owned<R: Serialize + 'static>(value: &R) -> Result<Option<Vec<u8>>, Failure> {
+    let mut out = Vec::new();
+    Ok(match encode(value, &mut out)? {
+        Output::Written => Some(out),
+        Output::Undefined => None,
+    })
+}
+
+fn unserializable(error: value::Error) -> Failure {
+    Failure::Action(ActionError::internal(format!(
+        "the action's result does not serialize: {error}"
+    )))
+}
+
+/// Runs `f` with exclusive access to the actor's state and vars, as synchronous code does:
+/// a panic inside becomes an internal error.
+fn with_ctx<A: Actor, T>(
+    cell: &Rc<ActorCell<A>>,
+    f: impl FnOnce(&mut ActionCtx<'_, A>) -> T,
+) -> ActionResult<T> {
+    let (Ok(mut state), Ok(mut vars)) = (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
+    else {
+        return Err(ActionError::internal(
+            "state is borrowed by a closure that is still running",
+        ));
+    };
+    let mut ctx = ActionCtx {
+        state: &mut *state,
+        vars: &mut *vars,
+        cell,
+    };
+    catch_unwind(AssertUnwindSafe(|| f(&mut ctx))).map_err(panicked)
 }
 
 fn panicked(panic: Box<dyn std::any::Any + Send>) -> ActionError {
@@ -671,22 +658,7 @@ impl<A: Actor> ActorObject for ActorCell<A> {
     }
 
     fn request(self: Rc<Self>, request: &RawRequest<'_>) -> Option<ActionResult<RawResponse>> {
-        let (Ok(mut state), Ok(mut vars)) =
-            (self.state.try_borrow_mut(), self.vars.try_borrow_mut())
-        else {
-            return Some(Err(ActionError::internal(
-                "state is borrowed by a closure that is still running",
-            )));
-        };
-        let mut ctx = ActionCtx {
-            state: &mut *state,
-            vars: &mut *vars,
-            cell: &self,
-        };
-        match catch_unwind(AssertUnwindSafe(|| A::on_request(&mut ctx, request))) {
-            Ok(result) => result,
-            Err(panic) => Some(Err(panicked(panic))),
-        }
+        with_ctx(&self, |ctx| A::on_request(ctx, request)).unwrap_or_else(|error| Some(Err(error)))
     }
 
     fn start(self: Rc<Self>, name: &str, args: &ArgList<'_>, out: &mut Vec<u8>) -> Started {

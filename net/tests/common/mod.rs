@@ -29,3 +29,50 @@ impl Rng {
         &items[self.below(items.len())]
     }
 }
+
+/// One HTTP response as the test clients read it.
+#[derive(Debug)]
+#[allow(dead_code)] // Not every test file that shares this module reads responses.
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[allow(dead_code)] // Each test file uses its own subset.
+impl Resp {
+    /// Parses a response head (status line and `name: value` lines, CRLF-separated); the body
+    /// is left for the caller to read.
+    pub fn from_head(head: &str) -> Resp {
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines.next().unwrap()[9..12].parse().unwrap();
+        let headers = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_string(), v.to_string())
+            })
+            .collect();
+        Resp {
+            status,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn content_length(&self) -> usize {
+        self.header("content-length")
+            .map_or(0, |v| v.parse().unwrap())
+    }
+
+    pub fn closes(&self) -> bool {
+        self.header("connection") == Some("close")
+    }
+}
