@@ -1,11 +1,11 @@
 //! The reference actor set of `shared/reference` (RivetKit 2.0.33), written against Pinion's
 //! actor API. Names, actions and observable behaviour match `reference-server/actors.js`; actors
-//! whose features Pinion does not have yet (connections, schedules, sleep, actor-to-actor calls)
+//! whose features Pinion does not have yet (schedules, sleep, destroy, actor-to-actor calls)
 //! join as those features land.
 
 use pinion_runtime::{
-    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, RawRequest, RawResponse,
-    Registry, Rest, UserError, Value, value,
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, RawRequest, RawResponse,
+    Registry, Rest, UserError, Value, WsClose, WsMessage, WsSender, WsSession, value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +16,13 @@ pub fn registry() -> Registry {
         .register::<Profile>()
         .register::<Api>()
         .register::<Transform>()
+        .register::<ChatRoom>()
+        .register::<Echo>()
+        .register::<Lifecycle>()
 }
 
-/// `counter`: `{count}`; `increment(amount = 1)` returns the new count.
+/// `counter`: `{count}`; `increment(amount = 1)` returns the new count and broadcasts it as
+/// `count`.
 pub struct Counter;
 
 #[derive(Default)]
@@ -38,6 +42,7 @@ impl Actor for Counter {
     const NAME: &'static str = "counter";
     type State = CounterState;
     type Vars = ();
+    type ConnState = ();
 
     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<CounterState> {
         Ok(CounterState::default())
@@ -53,7 +58,7 @@ impl Actor for Counter {
                     c.state.count.checked_add(amount).ok_or_else(|| {
                         UserError::new("The count would overflow.").code("overflow")
                     })?;
-                // The reference also broadcasts "count"; events arrive with connections.
+                c.broadcast("count", (c.state.count,))?;
                 Ok(c.state.count)
             })
             .action("getCount", |c, ()| Ok(c.state.count))
@@ -91,6 +96,7 @@ impl Actor for Profile {
     const NAME: &'static str = "profile";
     type State = ProfileState;
     type Vars = ();
+    type ConnState = ();
 
     fn create_state(_: &ActorInfo, input: Option<Value>) -> ActionResult<ProfileState> {
         // As in the reference: a string `input.name` is used, anything else means "unnamed".
@@ -155,6 +161,7 @@ impl Actor for Api {
     const NAME: &'static str = "api";
     type State = CounterState;
     type Vars = ();
+    type ConnState = ();
 
     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<CounterState> {
         Ok(CounterState::default())
@@ -195,6 +202,7 @@ impl Actor for Transform {
     const NAME: &'static str = "transform";
     type State = ();
     type Vars = ();
+    type ConnState = ();
     const TRANSFORMS_OUTPUT: bool = true;
 
     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<()> {
@@ -221,5 +229,181 @@ impl Actor for Transform {
             wrapped.insert("wrapped", output);
         }
         Ok(Some(Value::Object(wrapped)))
+    }
+}
+
+/// `chatRoom`: messages with the sender's `userId` (connection state from the params);
+/// `onBeforeConnect` refuses the token `"bad"`.
+pub struct ChatRoom;
+
+#[derive(Default)]
+pub struct ChatState {
+    pub messages: Vec<String>,
+}
+
+/// A chat connection: who it is.
+pub struct ChatConn {
+    pub user_id: String,
+}
+
+#[derive(Serialize)]
+struct Notification<'a> {
+    from: &'a str,
+    text: &'a str,
+}
+
+impl Actor for ChatRoom {
+    const NAME: &'static str = "chatRoom";
+    type State = ChatState;
+    type Vars = ();
+    type ConnState = ChatConn;
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<ChatState> {
+        Ok(ChatState::default())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &ChatState) {}
+
+    fn on_before_connect(_: &mut ActionCtx<'_, Self>, params: &Value) -> ActionResult<()> {
+        if params.get("token").and_then(Value::as_str) == Some("bad") {
+            return Err(UserError::new("Forbidden: bad token")
+                .code("forbidden")
+                .into());
+        }
+        Ok(())
+    }
+
+    fn create_conn_state(_: &mut ActionCtx<'_, Self>, params: &Value) -> ActionResult<ChatConn> {
+        // As in the reference: `String(params.userId)` when truthy, else "anonymous".
+        let user_id = match params.get("userId") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::String(text)) if text.is_empty() => None,
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(other) => {
+                let mut json = Vec::new();
+                value::write_tagged(&mut json, other)?;
+                Some(String::from_utf8_lossy(&json).into_owned())
+            }
+        };
+        Ok(ChatConn {
+            user_id: user_id.unwrap_or_else(|| "anonymous".into()),
+        })
+    }
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action("send", |c, (text,): (String,)| {
+                let line = format!("{}: {}", c.conn().state().user_id, text);
+                c.state.messages.push(line.clone());
+                c.broadcast("message", (&line,))?;
+                Ok(line)
+            })
+            .action("history", |c, ()| Ok(c.state.messages.clone()))
+            .action("whoAmI", |c, ()| Ok(c.conn().state().user_id.clone()))
+            .action("notifyOthers", |c, (text,): (String,)| {
+                let me = c.conn();
+                let note = Notification {
+                    from: &me.state().user_id,
+                    text: &text,
+                };
+                let mut sent = 0;
+                for conn in c.conns().iter().filter(|conn| conn.id() != me.id()) {
+                    conn.send("notification", (&note,))?;
+                    sent += 1;
+                }
+                Ok(sent)
+            });
+    }
+}
+
+/// `echo`: a raw WebSocket (`onWebSocket`) that sends every message back as it came, text as
+/// text and binary as binary.
+pub struct Echo;
+
+struct EchoSocket {
+    sender: Option<WsSender>,
+}
+
+impl WsSession for EchoSocket {
+    fn on_open(&mut self, sender: WsSender) {
+        self.sender = Some(sender);
+    }
+
+    fn on_message(&mut self, message: WsMessage<'_>) -> Result<(), WsClose> {
+        if let Some(sender) = &self.sender {
+            // A send fails only when the socket is closing; then there is no one to echo to.
+            let _ = match message {
+                WsMessage::Text(text) => sender.send_text(&text),
+                WsMessage::Binary(bytes) => sender.send_binary(bytes),
+            };
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, _: Option<u16>) {}
+}
+
+impl Actor for Echo {
+    const NAME: &'static str = "echo";
+    type State = ();
+    type Vars = ();
+    type ConnState = ();
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<()> {
+        Ok(())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &()) {}
+
+    fn actions(_: &mut Actions<Self>) {}
+
+    fn on_websocket(_: Ctx<Self>, _: &RawRequest<'_>) -> Option<ActionResult<Box<dyn WsSession>>> {
+        Some(Ok(Box::new(EchoSocket { sender: None })))
+    }
+}
+
+/// `lifecycle`: records its hooks (`onCreate`, `onWake`, `onConnect`, `onDisconnect`) in
+/// `events`.
+pub struct Lifecycle;
+
+#[derive(Default)]
+pub struct LifecycleState {
+    pub events: Vec<&'static str>,
+}
+
+impl Actor for Lifecycle {
+    const NAME: &'static str = "lifecycle";
+    type State = LifecycleState;
+    type Vars = ();
+    type ConnState = ();
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<LifecycleState> {
+        Ok(LifecycleState::default())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &LifecycleState) {}
+
+    fn on_create(c: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
+        c.state.events.push("onCreate");
+        Ok(())
+    }
+
+    fn on_wake(c: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
+        c.state.events.push("onWake");
+        Ok(())
+    }
+
+    fn on_connect(c: &mut ActionCtx<'_, Self>) {
+        c.state.events.push("onConnect");
+    }
+
+    fn on_disconnect(c: &mut ActionCtx<'_, Self>) {
+        c.state.events.push("onDisconnect");
+    }
+
+    fn actions(actions: &mut Actions<Self>) {
+        // Outputs are encoded before the ephemeral connection's on_disconnect runs, so this is
+        // the snapshot the reference returns.
+        actions.action("events", |c, ()| Ok(c.state.events.clone()));
     }
 }

@@ -5,7 +5,9 @@
 //! * [`server`]: the per-connection loop (keep-alive, pipelining answered in order,
 //!   `Expect: 100-continue`, protocol errors answered with 400/413/414/431 and a clean close), and
 //!   after an accepted upgrade the WebSocket loop that feeds a [`server::WsSession`] and writes
-//!   what its [`server::WsSender`] queues. Runs over any [`server::Transport`].
+//!   what its [`server::WsSender`] queues. Runs over any [`server::Transport`]. An upgraded
+//!   connection can instead be detached and handed to another executor, which serves it with
+//!   [`server::serve_websocket`] (see the `server` module docs).
 //! * [`ws`]: the WebSocket (RFC 6455) codec: handshake validation and the 101 response, an
 //!   incremental zero-copy frame parser, message reassembly with UTF-8 checks, and frame writers.
 //! * [`uring`]: our own TCP driver on a per-shard io_uring (the default transport).

@@ -40,7 +40,8 @@
 //!
 //! [`serve`] returns `Ok(())` for every ending that is not a socket error: the peer closing
 //! between requests, the peer closing mid-request (the partial request is dropped silently),
-//! protocol errors and handler-requested closes. Socket errors are returned as `Err`.
+//! protocol errors and handler-requested closes. Socket errors are returned as `Err`, except
+//! those of a handoff (below), which go to the handoff closure.
 //!
 //! The loop has no idle or header-read timeout of its own; callers that need one (against
 //! slow-loris peers) can set glommio's read timeout on the stream before calling [`serve`].
@@ -54,10 +55,33 @@
 //! HTTP connection. A valid one goes to [`Handler::upgrade`]: `Some` writes the
 //! `101 Switching Protocols`, flushes it (with every response before it) and turns the same
 //! connection, with the bytes already read after the head, into a WebSocket served by the
-//! handler's [`WsSession`]; `None` hands the request to [`Handler::handle`] like any other.
+//! handler's [`WsSession`] ([`Accepted::new`]), or hands it off ([`Accepted::handoff`], below);
+//! `None` hands the request to [`Handler::handle`] like any other.
 //! Handlers that do not override `wants_upgrade` (the default) see upgrade requests in
 //! `handle`, as before WebSocket support existed. The WebSocket loop is described in the docs
 //! of the `websocket` submodule, summarised on [`WsSession`] and [`WsSender`].
+//!
+//! # Handing a WebSocket to another executor
+//!
+//! A connection is accepted on whichever executor's listener the kernel picked, but the
+//! application state a WebSocket talks to may live on another executor (in Pinion: the actor
+//! lives on its owning shard). Served where it was accepted, every message and every reply
+//! would cross executors, and a cross-executor wake costs 20–45 µs on the machines we measured,
+//! more than serving the message itself. A WebSocket is long-lived, so it pays to move it once,
+//! at upgrade time, to the executor that owns its state, and from then on serve it there with
+//! no hop at all.
+//!
+//! [`Accepted::handoff`] does that: the loop writes and flushes the 101, takes the bytes it has
+//! already read after the upgrade request (frames the client sent without waiting for the 101),
+//! calls [`Transport::detach`] (which waits until no operation on the socket is in flight and
+//! returns the socket with the bytes the transport received and nobody read), prepends the
+//! former to the latter, gives the resulting [`Detached`] to the closure and returns. The
+//! closure sends it wherever it must go (it is `Send`); there the socket is adopted
+//! ([`crate::uring::Driver::adopt`], or glommio's `TcpStream::from_raw_fd`) and served with
+//! [`serve_websocket`], starting with [`Detached::received`]. No byte is lost or reordered on
+//! the way: everything the peer sent is either in `received` or still in the kernel's socket
+//! buffer. If the 101 cannot be written or the detach fails, the closure gets the error and the
+//! connection is closed.
 //!
 //! # Handler shape
 //!
@@ -70,6 +94,7 @@ use std::future::Future;
 use std::io;
 use std::mem;
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -84,6 +109,7 @@ use crate::ws;
 
 mod websocket;
 
+use websocket::Then;
 pub use websocket::{
     Accepted, CLOSE_OUTBOUND_FULL, SendError, WsClose, WsLimits, WsMessage, WsSender, WsSession,
     encode_binary_frame, encode_text_frame,
@@ -145,9 +171,10 @@ pub trait Handler {
     /// [`Handler::wants_upgrade`] returned true for it. `protocols` are the subprotocols the
     /// client offers, in its order of preference. Return `Some` to accept: the loop writes the
     /// 101 (selecting [`Accepted::protocol`] if the client offered it, no subprotocol
-    /// otherwise) and serves the connection as a WebSocket through [`Accepted::session`].
-    /// `None` answers the request with [`Handler::handle`] as a normal HTTP request (default:
-    /// None).
+    /// otherwise) and then either serves the connection as a WebSocket with the session given
+    /// to [`Accepted::new`], or detaches it and gives it to the closure given to
+    /// [`Accepted::handoff`], to be served on another executor. `None` answers the request with
+    /// [`Handler::handle`] as a normal HTTP request (default: None).
     fn upgrade(
         &self,
         req: &Request<'_>,
@@ -172,6 +199,29 @@ pub trait Transport {
     fn shutdown_write(&mut self) -> impl Future<Output = io::Result<()>>;
     /// Bounds how long one read may wait.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Gives up the connection without closing it, once every operation in flight on it has
+    /// finished: returns the socket and the bytes the transport received on it that were not
+    /// read yet, in order, so that another transport (typically on another executor) can go on
+    /// with it. See [`Detached`].
+    fn detach(self) -> impl Future<Output = io::Result<Detached>>
+    where
+        Self: Sized;
+}
+
+/// A connection taken out of the serve loop: the socket and the bytes received on it that nobody
+/// has read yet (in order).
+///
+/// It is `Send`: the point is to move the connection to another executor, which adopts the
+/// socket ([`crate::uring::Driver::adopt`], or glommio's `TcpStream::from_raw_fd`) and goes on,
+/// for an upgraded WebSocket with [`serve_websocket`], passing `received` along. Dropping it
+/// closes the connection (the peer sees the TCP connection end).
+#[derive(Debug)]
+pub struct Detached {
+    /// The connected socket, with its options (`TCP_NODELAY`) as they were.
+    pub fd: OwnedFd,
+    /// Bytes received on the socket and not read yet, which come before anything the socket
+    /// receives from now on.
+    pub received: Vec<u8>,
 }
 
 impl Transport for TcpStream {
@@ -189,6 +239,21 @@ impl Transport for TcpStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, timeout).map_err(io::Error::from)
     }
+    /// Duplicates the descriptor (close-on-exec) and drops glommio's stream, which closes its
+    /// own descriptor only; the socket lives on in the duplicate. `received` is always empty:
+    /// an unbuffered glommio stream reads straight from the socket (readiness based), so it has
+    /// nothing received and unread. Glommio has no operation in flight that could take data:
+    /// at most a readiness poll, which the drop cancels.
+    async fn detach(self) -> io::Result<Detached> {
+        // SAFETY: the descriptor is open for as long as `self` lives, and the borrow ends within
+        // this statement, before `self` is dropped.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }.try_clone_to_owned()?;
+        drop(self);
+        Ok(Detached {
+            fd,
+            received: Vec::new(),
+        })
+    }
 }
 
 impl Transport for crate::uring::UringStream {
@@ -204,6 +269,9 @@ impl Transport for crate::uring::UringStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         crate::uring::UringStream::set_read_timeout(self, timeout);
         Ok(())
+    }
+    async fn detach(self) -> io::Result<Detached> {
+        crate::uring::UringStream::detach(self).await
     }
 }
 
@@ -221,6 +289,10 @@ pub async fn serve<T: Transport, H: Handler>(
 /// [`serve`] with explicit limits for the connection's WebSocket mode, if it is upgraded.
 /// Once upgraded, the connection is served as a WebSocket until it closes, and this returns
 /// then (`Ok` for every ending that is not a socket error, as for HTTP).
+///
+/// An upgrade accepted with [`Accepted::handoff`] ends the loop instead: the 101 is written,
+/// the connection detached ([`Transport::detach`]) and given to the handoff closure, and this
+/// returns `Ok(())`, also when writing or detaching failed (the closure gets that error).
 pub async fn serve_with<T: Transport, H: Handler>(
     stream: T,
     handler: &H,
@@ -239,8 +311,40 @@ pub async fn serve_with<T: Transport, H: Handler>(
             Next::Close => return conn.close().await,
             Next::PeerClosed => return Ok(()),
             Next::Upgrade(session) => return websocket::run(conn, session, ws_limits).await,
+            Next::Handoff(handoff) => {
+                handoff(conn.detach().await);
+                return Ok(());
+            }
         }
     }
+}
+
+/// Serves a connection that was upgraded to WebSocket elsewhere (the 101 is already written),
+/// typically one that another executor's serve loop handed off with [`Accepted::handoff`] and
+/// this executor adopted from the [`Detached`]. `received` are the bytes received on it and not
+/// read yet ([`Detached::received`]): the first frames, which are decoded before anything is
+/// read from `stream`.
+///
+/// The connection is served exactly as [`serve_with`] serves one it upgraded itself (see the
+/// `websocket` submodule's docs): `session` gets `on_open` at once, the read timeout is switched
+/// off, and this returns when the connection has closed. Socket options (`TCP_NODELAY`) are
+/// whatever the socket already has.
+///
+/// With our io_uring driver the received bytes may go either here or to
+/// [`crate::uring::Driver::adopt`] (which queues them in the stream); give them to one of the
+/// two, not both. Here they cost no copy and have no bound beyond memory.
+pub async fn serve_websocket<T: Transport>(
+    stream: T,
+    received: Vec<u8>,
+    session: Box<dyn WsSession>,
+    limits: &WsLimits,
+) -> io::Result<()> {
+    let conn = Conn {
+        stream,
+        rb: ReadBuf::with_data(received),
+        out: Vec::with_capacity(OUT_BUF_INITIAL),
+    };
+    websocket::run(conn, session, limits).await
 }
 
 /// What the loop does after one request.
@@ -253,6 +357,9 @@ enum Next {
     PeerClosed,
     /// The 101 is in the output buffer and the request consumed: serve a WebSocket.
     Upgrade(Box<dyn WsSession>),
+    /// The 101 is in the output buffer and the request consumed: write it, detach the
+    /// connection and give it to the closure.
+    Handoff(Box<dyn FnOnce(io::Result<Detached>)>),
 }
 
 /// What [`dispatch`] did with a request.
@@ -261,6 +368,8 @@ enum Dispatched {
     Http { close: bool },
     /// The handler accepted a WebSocket upgrade and the 101 was written.
     Upgrade(Box<dyn WsSession>),
+    /// The handler accepted a WebSocket upgrade to be served elsewhere and the 101 was written.
+    Handoff(Box<dyn FnOnce(io::Result<Detached>)>),
 }
 
 /// Where phase 2 left a request.
@@ -527,6 +636,7 @@ impl<T: Transport> Conn<T> {
         let close = match outcome {
             Dispatched::Http { close } => close,
             Dispatched::Upgrade(session) => return Ok(Next::Upgrade(session)),
+            Dispatched::Handoff(handoff) => return Ok(Next::Handoff(handoff)),
         };
         if close {
             return Ok(Next::Close);
@@ -566,6 +676,21 @@ impl<T: Transport> Conn<T> {
             }
         }
         Ok(())
+    }
+
+    /// Takes the connection out of the loop after an upgrade accepted with
+    /// [`Accepted::handoff`]: writes the 101 (and any responses before it), then detaches the
+    /// stream. The bytes already read after the upgrade request (frames the client sent right
+    /// behind it) come first in `received`, before those the transport still held.
+    async fn detach(mut self) -> io::Result<Detached> {
+        self.flush().await?;
+        let mut unread = self.rb.data().to_vec();
+        let mut detached = self.stream.detach().await?;
+        if !unread.is_empty() {
+            unread.append(&mut detached.received);
+            detached.received = unread;
+        }
+        Ok(detached)
     }
 
     /// Ends the connection from the server side: flush, shut down writing, then drain what the
@@ -612,8 +737,11 @@ async fn dispatch<H: Handler>(
             }
             Ok(upgrade) => {
                 if let Some(accepted) = handler.upgrade(req, upgrade.protocols()).await {
-                    ws::write_accept(out, &upgrade, accepted.protocol.as_deref());
-                    return Dispatched::Upgrade(accepted.session);
+                    ws::write_accept(out, &upgrade, accepted.protocol());
+                    return match accepted.into_then() {
+                        Then::Serve(session) => Dispatched::Upgrade(session),
+                        Then::Handoff(handoff) => Dispatched::Handoff(handoff),
+                    };
                 }
             }
         }
@@ -656,6 +784,20 @@ struct ReadBuf {
 }
 
 impl ReadBuf {
+    /// A buffer that starts with `data` as its unconsumed bytes (at least [`READ_BUF_INITIAL`]
+    /// long, reusing `data`'s allocation). The cap is what it needs to hold `data`; the caller
+    /// sets the real one ([`ReadBuf::set_cap`]).
+    fn with_data(mut data: Vec<u8>) -> ReadBuf {
+        let end = data.len();
+        data.resize(end.max(READ_BUF_INITIAL), 0);
+        ReadBuf {
+            cap: data.len(),
+            buf: data,
+            start: 0,
+            end,
+        }
+    }
+
     fn new(limits: &Limits) -> ReadBuf {
         let cap = limits
             .header_bytes_max

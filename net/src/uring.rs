@@ -22,19 +22,45 @@
 //!   signals it when deferred completions are queued); [`Driver::run`] waits on it with one
 //!   glommio read per batch, not per request.
 //!
-//! Everything here runs on the shard's thread; nothing is `Send`.
+//! # Moving a connection to another shard
+//!
+//! A connection lives on the driver that accepted it, but it can move: [`UringStream::detach`]
+//! takes it out of this driver and [`Driver::adopt`] opens it on another one (the serve loop uses
+//! this to hand an upgraded WebSocket to the shard that serves it; see the `server` module docs
+//! for why). Only the descriptor and bytes cross threads, never a slot:
+//!
+//! 1. `detach` cancels the connection's multishot receive (`AsyncCancel`) and waits for its
+//!    final completion, the one without `IORING_CQE_F_MORE`. Bytes that arrive before the
+//!    cancellation takes effect complete before that final completion, so they are in the
+//!    slot's queue by then; anything later stays in the kernel's socket buffer. It also waits
+//!    for a send in flight (a send references the slot's buffer and the descriptor).
+//! 2. Then nothing on this ring refers to the descriptor any more: `detach` takes the queued
+//!    bytes and the descriptor (without closing it), frees the slot (bumping its generation, so
+//!    the stream's `Drop` and any stale completion ignore it) and returns both as a
+//!    [`crate::server::Detached`].
+//! 3. `adopt` opens a slot on the destination driver whose queue starts with those bytes and arms
+//!    a new multishot receive, which reads what the kernel buffered meanwhile. Readers see the
+//!    bytes in the order they were sent.
+//!
+//! If the `detach` future is dropped before it finishes, the stream is dropped with it and the
+//! connection is closed as any dropped stream is.
+//!
+//! Everything here runs on the shard's thread; nothing is `Send` (a [`crate::server::Detached`]
+//! is: it holds no slot).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use crate::server::Detached;
 
 /// Submission queue entries; the completion queue is twice as large.
 pub const RING_ENTRIES: u32 = 4096;
@@ -43,7 +69,8 @@ pub const BUF_COUNT: u16 = 1024;
 /// Bytes per provided receive buffer.
 pub const BUF_BYTES: usize = 4096;
 /// Bytes a connection may have received and not yet read; beyond that the connection is failed
-/// (the HTTP layer reads everything promptly, so only a misbehaving reader reaches it).
+/// (the HTTP layer reads everything promptly, so only a misbehaving reader reaches it). It also
+/// bounds the bytes [`Driver::adopt`] takes with a connection.
 pub const PENDING_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 const BUF_GROUP: u16 = 0;
@@ -91,6 +118,9 @@ struct Slot {
     open: bool,
     /// The stream handle was dropped; the slot is released once no operation is in flight.
     dropped: bool,
+    /// [`UringStream::detach`] cancelled the receive and waits for the slot to fall idle; the
+    /// slot is then freed without closing the descriptor.
+    detaching: bool,
     pending: VecDeque<u8>,
     eof: bool,
     error: Option<i32>,
@@ -110,6 +140,7 @@ impl Slot {
             fd: -1,
             open: false,
             dropped: false,
+            detaching: false,
             pending: VecDeque::new(),
             eof: false,
             error: None,
@@ -309,10 +340,36 @@ impl Driver {
             Poll::Pending
         })
         .await?;
-        Ok(self.open(fd))
+        Ok(self.open(fd, VecDeque::new()))
     }
 
-    fn open(&self, fd: RawFd) -> UringStream {
+    /// Opens a connection that was accepted elsewhere, typically on another shard's driver and
+    /// taken out of it with [`UringStream::detach`] (or out of glommio with
+    /// [`crate::server::Transport::detach`]). `received` are bytes already received on it that
+    /// nobody has read; reads return them first, then what the socket receives from now on.
+    ///
+    /// The socket is put in the mode [`Driver::accept`] gives (blocking: io_uring does not need
+    /// `O_NONBLOCK`, and glommio's sockets do not use it either), so an adopted stream behaves
+    /// like an accepted one. Socket options such as `TCP_NODELAY` are kept.
+    ///
+    /// Fails (closing the socket) if `received` is longer than [`PENDING_BYTES_MAX`], the most a
+    /// connection of this driver may have received and not read, or if the descriptor's flags
+    /// cannot be read or set (it is then probably not an open socket).
+    pub fn adopt(&self, fd: OwnedFd, received: Vec<u8>) -> io::Result<UringStream> {
+        if received.len() > PENDING_BYTES_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} received bytes, more than a connection may hold unread ({PENDING_BYTES_MAX})",
+                    received.len()
+                ),
+            ));
+        }
+        set_blocking(&fd)?;
+        Ok(self.open(fd.into_raw_fd(), received.into()))
+    }
+
+    fn open(&self, fd: RawFd, pending: VecDeque<u8>) -> UringStream {
         let mut inner = self.inner.borrow_mut();
         let index = match inner.free.pop() {
             Some(index) => index,
@@ -327,6 +384,7 @@ impl Driver {
             generation,
             fd,
             open: true,
+            pending,
             ..Slot::new()
         };
         inner.arm_recv(index);
@@ -337,6 +395,22 @@ impl Driver {
             read_timeout: None,
         }
     }
+}
+
+/// Clears `O_NONBLOCK` on `fd` if it is set.
+fn set_blocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: F_GETFL on a descriptor we own; no pointer is passed.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: F_SETFL on a descriptor we own, with the flags it had minus O_NONBLOCK.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Inner {
@@ -365,6 +439,17 @@ impl Inner {
         let entry = opcode::RecvMulti::new(types::Fd(slot.fd), BUF_GROUP)
             .build()
             .user_data(user_data(KIND_RECV, slot.generation, index));
+        self.push(entry);
+    }
+
+    /// Asks the kernel to cancel the connection's multishot receive; its final completion (the
+    /// one without `F_MORE`) follows, with `-ECANCELED` or with the last bytes it received.
+    fn cancel_recv(&mut self, index: u32) {
+        let slot = &self.slots[index as usize];
+        let target = user_data(KIND_RECV, slot.generation, index);
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data(KIND_CANCEL, slot.generation, index));
         self.push(entry);
     }
 
@@ -473,6 +558,21 @@ impl Inner {
                 self.release_if_idle(index);
                 false
             }
+            KIND_CANCEL => {
+                // `-EALREADY`: the receive was running and could not be cancelled at that
+                // moment; it may still be armed afterwards, so ask again while someone waits for
+                // it to end (a dropped or detaching stream). Other results need nothing: success
+                // and `-ENOENT` (it had already ended) are followed by, or came after, the
+                // receive's final completion.
+                if result == -libc::EALREADY
+                    && self
+                        .slot_mut(index, generation)
+                        .is_some_and(|slot| slot.recv_armed && (slot.dropped || slot.detaching))
+                {
+                    self.cancel_recv(index);
+                }
+                false
+            }
             _ => false,
         }
     }
@@ -494,18 +594,33 @@ impl Inner {
         self.push(entry);
     }
 
-    /// Closes and frees a dropped connection once no operation on it is in flight.
+    /// Closes and frees a dropped connection once no operation on it is in flight. A detached
+    /// connection is never closed here: its slot was freed (no longer `open`) when its
+    /// descriptor was handed out.
     fn release_if_idle(&mut self, index: u32) {
         let slot = &mut self.slots[index as usize];
         if !slot.open || !slot.dropped || slot.recv_armed || slot.send_in_flight {
             return;
         }
-        // SAFETY: the descriptor is ours and no operation references it any more.
+        // SAFETY: the descriptor is ours (the slot is open, so it was never handed out) and no
+        // operation references it any more.
         unsafe { libc::close(slot.fd) };
+        self.free_slot(index);
+    }
+
+    /// Returns an idle slot to the free list, forgetting its descriptor (the caller closed it or
+    /// handed it out). The generation bump makes the old stream handle and stale completions
+    /// miss it.
+    fn free_slot(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
         slot.open = false;
+        slot.dropped = false;
+        slot.detaching = false;
         slot.fd = -1;
         slot.pending = VecDeque::new();
         slot.send = Vec::new();
+        slot.read_waker = None;
+        slot.send_waker = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(index);
     }
@@ -635,6 +750,63 @@ impl UringStream {
         }
         Ok(())
     }
+
+    /// Takes the connection out of this driver without closing it: cancels the multishot
+    /// receive and waits for its final completion, waits for a send in flight, then returns the
+    /// socket and the bytes received but not read (in order) and frees the slot. Give them to
+    /// [`Driver::adopt`] (on any shard) to go on with the connection. See the module docs.
+    ///
+    /// Fails, closing the connection, if the connection already failed (a receive or send
+    /// error, or more than [`PENDING_BYTES_MAX`] unread bytes). An end of stream from the peer
+    /// is not a failure: the adopting driver sees it again. Dropping the future before it
+    /// finishes closes the connection.
+    pub async fn detach(self) -> io::Result<Detached> {
+        let index = self.slot;
+        {
+            let mut inner = self.inner.borrow_mut();
+            let slot = &mut inner.slots[index as usize];
+            slot.detaching = true;
+            if slot.recv_armed {
+                inner.cancel_recv(index);
+            }
+        }
+        poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let slot = &mut inner.slots[index as usize];
+            if slot.recv_armed {
+                slot.read_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if slot.send_in_flight {
+                slot.send_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let detached = {
+            let mut inner = self.inner.borrow_mut();
+            let slot = &mut inner.slots[index as usize];
+            match slot.error.or(slot.send_error) {
+                // Dropping `self` below closes the connection.
+                Some(code) => Err(io::Error::from_raw_os_error(code)),
+                None => {
+                    let received = Vec::from(std::mem::take(&mut slot.pending));
+                    // SAFETY: the slot is open, so its descriptor is open and owned by it alone;
+                    // no operation on the ring references it any more (the receive ended and no
+                    // send is in flight), and `free_slot` below makes the slot forget it, so
+                    // neither `release_if_idle`, this stream's `Drop` nor `Inner::drop` closes
+                    // it: the `OwnedFd` is its only owner.
+                    let fd = unsafe { OwnedFd::from_raw_fd(slot.fd) };
+                    inner.free_slot(index);
+                    Ok(Detached { fd, received })
+                }
+            }
+        };
+        // With the slot freed, its generation no longer matches ours and `Drop` does nothing.
+        drop(self);
+        detached
+    }
 }
 
 impl Drop for UringStream {
@@ -648,12 +820,9 @@ impl Drop for UringStream {
         slot.dropped = true;
         slot.read_waker = None;
         slot.send_waker = None;
-        if slot.recv_armed {
-            let target = user_data(KIND_RECV, slot.generation, index);
-            let entry = opcode::AsyncCancel::new(target)
-                .build()
-                .user_data(user_data(KIND_CANCEL, 0, 0));
-            inner.push(entry);
+        // A detach that was abandoned half-way already asked for the cancellation.
+        if slot.recv_armed && !slot.detaching {
+            inner.cancel_recv(index);
         }
         inner.release_if_idle(index);
     }

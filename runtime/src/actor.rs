@@ -14,6 +14,7 @@
 //!     const NAME: &'static str = "counter";
 //!     type State = CounterState;
 //!     type Vars = ();
+//!     type ConnState = ();
 //!     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<CounterState> {
 //!         Ok(CounterState { count: 0 })
 //!     }
@@ -48,7 +49,7 @@
 //! # use pinion_runtime::{ActionResult, Actions, Actor, ActorInfo, Value, sys};
 //! # struct A; struct S { n: i64 }
 //! # impl Actor for A {
-//! #     const NAME: &'static str = "a"; type State = S; type Vars = ();
+//! #     const NAME: &'static str = "a"; type State = S; type Vars = (); type ConnState = ();
 //! #     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<S> { Ok(S { n: 0 }) }
 //! #     fn create_vars(_: &ActorInfo, _: &S) {}
 //! #     fn actions(actions: &mut Actions<Self>) {
@@ -67,7 +68,7 @@
 //! # use pinion_runtime::{ActionResult, Actions, Actor, ActorInfo, Value, sys};
 //! # struct A; struct S { n: i64 }
 //! # impl Actor for A {
-//! #     const NAME: &'static str = "a"; type State = S; type Vars = ();
+//! #     const NAME: &'static str = "a"; type State = S; type Vars = (); type ConnState = ();
 //! #     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<S> { Ok(S { n: 0 }) }
 //! #     fn create_vars(_: &ActorInfo, _: &S) {}
 //! #     fn actions(actions: &mut Actions<Self>) {
@@ -87,7 +88,7 @@
 //! shard keeps serving.
 
 use std::any::TypeId;
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell, RefMut};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -99,6 +100,9 @@ use std::task::{Context, Poll};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use pinion_net::server::{WsSender, WsSession};
+
+use crate::conn::{Conn, ConnId, ConnKey, Conns};
 use crate::placement::ActorId;
 use crate::value::{self, ArgList, Value};
 
@@ -113,6 +117,9 @@ pub trait Actor: Sized + 'static {
     type State: 'static;
     /// Ephemeral per-instance data, rebuilt by [`Actor::create_vars`] every time the actor starts.
     type Vars: 'static;
+    /// Per-connection state (RivetKit's `conn.state`), built by [`Actor::create_conn_state`]
+    /// when a client connects. `()` for actors that keep none.
+    type ConnState: 'static;
 
     /// Builds the state of a new actor from its creation input (`None` when the client gave none).
     /// Runs once, when the actor is created.
@@ -123,6 +130,73 @@ pub trait Actor: Sized + 'static {
 
     /// Registers the actions.
     fn actions(actions: &mut Actions<Self>);
+
+    /// Builds the state of a new connection from its params (`null` when the client gave
+    /// none), after [`Actor::on_before_connect`] accepted it (RivetKit's `createConnState`).
+    /// An error rejects the connection like `on_before_connect` does. The default builds
+    /// `ConnState = ()`; actors with any other `ConnState` must implement it (the default
+    /// fails every connection with an internal error that says so).
+    fn create_conn_state(
+        actor: &mut ActionCtx<'_, Self>,
+        params: &Value,
+    ) -> ActionResult<Self::ConnState> {
+        let _ = (actor, params);
+        default_conn_state::<Self::ConnState>().ok_or_else(|| {
+            ActionError::internal(format!(
+                "{} has a ConnState without Default and does not implement create_conn_state",
+                Self::NAME
+            ))
+        })
+    }
+
+    /// Runs once, when the actor is created, before [`Actor::on_wake`] (RivetKit's
+    /// `onCreate`). An error fails the creation.
+    fn on_create(actor: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
+        let _ = actor;
+        Ok(())
+    }
+
+    /// Runs every time the actor starts, after its vars are built (RivetKit's `onWake`).
+    /// An error fails the start.
+    fn on_wake(actor: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
+        let _ = actor;
+        Ok(())
+    }
+
+    /// Runs before a client connects, with its params: a realtime connection (`connect()`),
+    /// the ephemeral connection of a stateless call, or a raw request or WebSocket (RivetKit's
+    /// `onBeforeConnect`). A [`UserError`] rejects it: a stateless caller gets the error, a
+    /// realtime connection is closed with 1011 and the error's code as the reason.
+    fn on_before_connect(actor: &mut ActionCtx<'_, Self>, params: &Value) -> ActionResult<()> {
+        let _ = (actor, params);
+        Ok(())
+    }
+
+    /// Runs when a connection was accepted and added to the actor's connections;
+    /// [`ActionCtx::conn`] is the new connection (RivetKit's `onConnect`).
+    fn on_connect(actor: &mut ActionCtx<'_, Self>) {
+        let _ = actor;
+    }
+
+    /// Runs when a connection ends, while [`ActionCtx::conn`] still shows it (RivetKit's
+    /// `onDisconnect`); afterwards it is gone from [`ActionCtx::conns`].
+    fn on_disconnect(actor: &mut ActionCtx<'_, Self>) {
+        let _ = actor;
+    }
+
+    /// Raw WebSocket (RivetKit's `onWebSocket`): connections to
+    /// `/gateway/{id}/websocket/{path}`. Returns the session that serves the socket (its
+    /// messages pass through untouched, text as text and binary as binary), `None` (the
+    /// default) when the actor has none (the socket is then closed with 1011
+    /// `websocket_not_defined`), or an error, which closes it with 1011 and the error's code.
+    /// The session can keep `actor` to reach the state.
+    fn on_websocket(
+        actor: Ctx<Self>,
+        request: &RawRequest<'_>,
+    ) -> Option<ActionResult<Box<dyn WsSession>>> {
+        let _ = (actor, request);
+        None
+    }
 
     /// Raw HTTP (RivetKit's `onRequest`): requests to `/gateway/{id}/request/{path}`. `None`
     /// (the default) means the actor has no handler, which clients see as
@@ -152,6 +226,12 @@ pub trait Actor: Sized + 'static {
         let _ = (actor, action, args);
         Ok(output)
     }
+}
+
+/// What `create_conn_state` builds by default: `()` when that is the type, else nothing.
+fn default_conn_state<T: 'static>() -> Option<T> {
+    let unit: Box<dyn std::any::Any> = Box::new(());
+    unit.downcast::<T>().ok().map(|state| *state)
 }
 
 /// A raw HTTP request as an actor's [`Actor::on_request`] sees it.
@@ -297,6 +377,7 @@ pub struct ActionCtx<'a, A: Actor> {
     pub state: &'a mut A::State,
     pub vars: &'a mut A::Vars,
     cell: &'a Rc<ActorCell<A>>,
+    conn: ConnKey,
 }
 
 impl<A: Actor> ActionCtx<'_, A> {
@@ -313,7 +394,57 @@ impl<A: Actor> ActionCtx<'_, A> {
     pub fn handle(&self) -> Ctx<A> {
         Ctx {
             cell: self.cell.clone(),
+            conn: self.conn,
         }
+    }
+
+    /// The connection this action (or hook) runs for: the realtime connection the call came
+    /// on, or the ephemeral connection of a stateless call (RivetKit's `c.conn`).
+    ///
+    /// # Panics
+    /// In hooks that run without a connection (`on_create`, `on_wake`, `on_before_connect`,
+    /// `create_conn_state`), and while [`ActionCtx::conn_mut`] is held; like every panic in
+    /// an action, the caller sees an internal error. See [`ActionCtx::try_conn`].
+    pub fn conn(&self) -> Ref<'_, Conn<A>> {
+        self.try_conn()
+            .expect("no connection here (a hook that runs before the connection exists?)")
+    }
+
+    /// [`ActionCtx::conn`], or `None` where there is no connection.
+    pub fn try_conn(&self) -> Option<Ref<'_, Conn<A>>> {
+        Ref::filter_map(self.cell.conns.borrow(), |conns| conns.conn(self.conn)).ok()
+    }
+
+    /// The calling connection, mutably (for its state).
+    ///
+    /// # Panics
+    /// As [`ActionCtx::conn`], and while any other borrow of the connections is held.
+    pub fn conn_mut(&self) -> RefMut<'_, Conn<A>> {
+        RefMut::filter_map(self.cell.conns.borrow_mut(), |conns| {
+            conns.conn_mut(self.conn)
+        })
+        .ok()
+        .expect("no connection here (a hook that runs before the connection exists?)")
+    }
+
+    /// Every connection of the actor (RivetKit's `c.conns`).
+    pub fn conns(&self) -> Ref<'_, Conns<A>> {
+        self.cell.conns.borrow()
+    }
+
+    /// Sends event `name` to every connection subscribed to it (RivetKit's `c.broadcast`).
+    /// `args` is a tuple of the event's arguments (`(count,)`); see [`Conn::send`].
+    pub fn broadcast(&self, name: &str, args: impl Serialize) -> ActionResult<()> {
+        broadcast(self.cell, name, args)
+    }
+}
+
+fn broadcast<A: Actor>(cell: &ActorCell<A>, name: &str, args: impl Serialize) -> ActionResult<()> {
+    match cell.conns.try_borrow() {
+        Ok(conns) => conns.broadcast(name, args),
+        Err(_) => Err(ActionError::internal(
+            "broadcast while the connections are borrowed mutably (conn_mut)",
+        )),
     }
 }
 
@@ -321,12 +452,14 @@ impl<A: Actor> ActionCtx<'_, A> {
 /// to synchronous closures only, so no borrow can be held across an await.
 pub struct Ctx<A: Actor> {
     cell: Rc<ActorCell<A>>,
+    conn: ConnKey,
 }
 
 impl<A: Actor> Clone for Ctx<A> {
     fn clone(&self) -> Self {
         Ctx {
             cell: self.cell.clone(),
+            conn: self.conn,
         }
     }
 }
@@ -361,6 +494,32 @@ impl<A: Actor> Ctx<A> {
 
     pub fn vars_mut<R>(&self, f: impl FnOnce(&mut A::Vars) -> R) -> R {
         f(&mut self.cell.vars.borrow_mut())
+    }
+
+    /// The id of the calling connection, while it is connected (see [`ActionCtx::conn`]).
+    pub fn conn_id(&self) -> Option<ConnId> {
+        self.cell.conns.borrow().conn(self.conn).map(Conn::id)
+    }
+
+    /// Runs `f` with the calling connection, or with `None` once it is gone (a realtime
+    /// connection can close while an asynchronous action awaits).
+    pub fn conn<R>(&self, f: impl FnOnce(Option<&Conn<A>>) -> R) -> R {
+        f(self.cell.conns.borrow().conn(self.conn))
+    }
+
+    /// Runs `f` with the calling connection mutably, or with `None` once it is gone.
+    pub fn conn_mut<R>(&self, f: impl FnOnce(Option<&mut Conn<A>>) -> R) -> R {
+        f(self.cell.conns.borrow_mut().conn_mut(self.conn))
+    }
+
+    /// Runs `f` with every connection of the actor.
+    pub fn conns<R>(&self, f: impl FnOnce(&Conns<A>) -> R) -> R {
+        f(&self.cell.conns.borrow())
+    }
+
+    /// Sends event `name` to every connection subscribed to it; see [`ActionCtx::broadcast`].
+    pub fn broadcast(&self, name: &str, args: impl Serialize) -> ActionResult<()> {
+        broadcast(&self.cell, name, args)
     }
 }
 
@@ -436,8 +595,9 @@ pub(crate) enum Failure {
 }
 
 type SyncHandler<A> =
-    Box<dyn Fn(&Rc<ActorCell<A>>, &ArgList<'_>, &mut Vec<u8>) -> Result<Output, Failure>>;
-type AsyncHandler<A> = Box<dyn Fn(&Rc<ActorCell<A>>, &ArgList<'_>) -> Result<Running, Failure>>;
+    Box<dyn Fn(&Rc<ActorCell<A>>, ConnKey, &ArgList<'_>, &mut Vec<u8>) -> Result<Output, Failure>>;
+type AsyncHandler<A> =
+    Box<dyn Fn(&Rc<ActorCell<A>>, ConnKey, &ArgList<'_>) -> Result<Running, Failure>>;
 
 enum Handler<A: Actor> {
     Sync(SyncHandler<A>),
@@ -458,19 +618,20 @@ impl<A: Actor> Actions<A> {
         R: Serialize + 'static,
         F: Fn(&mut ActionCtx<'_, A>, Args) -> ActionResult<R> + 'static,
     {
-        let handler = move |cell: &Rc<ActorCell<A>>, args: &ArgList<'_>, out: &mut Vec<u8>| {
-            let arg_values = transform_args::<A>(args)?;
-            let args = Args::from_args(args).map_err(Failure::BadArgs)?;
-            with_ctx(cell, |ctx| {
-                let result = f(ctx, args).map_err(Failure::Action)?;
-                if A::TRANSFORMS_OUTPUT {
-                    encode(&transform(ctx, name, &arg_values, &result)?, out)
-                } else {
-                    encode(&result, out)
-                }
-            })
-            .map_err(Failure::Action)?
-        };
+        let handler =
+            move |cell: &Rc<ActorCell<A>>, conn: ConnKey, args: &ArgList<'_>, out: &mut Vec<u8>| {
+                let arg_values = transform_args::<A>(args)?;
+                let args = Args::from_args(args).map_err(Failure::BadArgs)?;
+                with_ctx(cell, conn, |ctx| {
+                    let result = f(ctx, args).map_err(Failure::Action)?;
+                    if A::TRANSFORMS_OUTPUT {
+                        encode(&transform(ctx, name, &arg_values, &result)?, out)
+                    } else {
+                        encode(&result, out)
+                    }
+                })
+                .map_err(Failure::Action)?
+            };
         self.insert(name, Handler::Sync(Box::new(handler)))
     }
 
@@ -483,10 +644,13 @@ impl<A: Actor> Actions<A> {
         Fut: Future<Output = ActionResult<R>> + 'static,
     {
         let f = Rc::new(f);
-        let handler = move |cell: &Rc<ActorCell<A>>, args: &ArgList<'_>| {
+        let handler = move |cell: &Rc<ActorCell<A>>, conn: ConnKey, args: &ArgList<'_>| {
             let arg_values = transform_args::<A>(args)?;
             let args = Args::from_args(args).map_err(Failure::BadArgs)?;
-            let ctx = Ctx { cell: cell.clone() };
+            let ctx = Ctx {
+                cell: cell.clone(),
+                conn,
+            };
             let cell = cell.clone();
             let f = f.clone();
             let future: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
@@ -498,7 +662,7 @@ impl<A: Actor> Actions<A> {
                 match result {
                     Ok(Ok(value)) if A::TRANSFORMS_OUTPUT => {
                         let output =
-                            with_ctx(&cell, |ctx| transform(ctx, name, &arg_values, &value))
+                            with_ctx(&cell, conn, |ctx| transform(ctx, name, &arg_values, &value))
                                 .map_err(Failure::Action)??;
                         encode_owned(&output)
                     }
@@ -593,6 +757,7 @@ fn unserializable(error: value::Error) -> Failure {
 /// a panic inside becomes an internal error.
 fn with_ctx<A: Actor, T>(
     cell: &Rc<ActorCell<A>>,
+    conn: ConnKey,
     f: impl FnOnce(&mut ActionCtx<'_, A>) -> T,
 ) -> ActionResult<T> {
     let (Ok(mut state), Ok(mut vars)) = (cell.state.try_borrow_mut(), cell.vars.try_borrow_mut())
@@ -605,6 +770,7 @@ fn with_ctx<A: Actor, T>(
         state: &mut *state,
         vars: &mut *vars,
         cell,
+        conn,
     };
     catch_unwind(AssertUnwindSafe(|| f(&mut ctx))).map_err(panicked)
 }
@@ -640,16 +806,50 @@ pub(crate) struct ActorCell<A: Actor> {
     info: ActorInfo,
     state: RefCell<A::State>,
     vars: RefCell<A::Vars>,
+    conns: RefCell<Conns<A>>,
     actions: Rc<Actions<A>>,
 }
 
 /// A live actor of any type, as the shard holds it.
 pub(crate) trait ActorObject {
     fn info(&self) -> &ActorInfo;
-    /// Starts action `name`. For a synchronous action, the output is written to `out`.
-    fn start(self: Rc<Self>, name: &str, args: &ArgList<'_>, out: &mut Vec<u8>) -> Started;
+    /// Starts action `name` for connection `conn`. For a synchronous action, the output is
+    /// written to `out`.
+    fn start(
+        self: Rc<Self>,
+        name: &str,
+        args: &ArgList<'_>,
+        out: &mut Vec<u8>,
+        conn: ConnKey,
+    ) -> Started;
     /// Runs the raw HTTP handler; `None` if the actor has none.
-    fn request(self: Rc<Self>, request: &RawRequest<'_>) -> Option<ActionResult<RawResponse>>;
+    fn request(
+        self: Rc<Self>,
+        request: &RawRequest<'_>,
+        conn: ConnKey,
+    ) -> Option<ActionResult<RawResponse>>;
+    /// Opens the raw WebSocket session; `None` if the actor has no handler.
+    fn websocket(
+        self: Rc<Self>,
+        request: &RawRequest<'_>,
+        conn: ConnKey,
+    ) -> Option<ActionResult<Box<dyn WsSession>>>;
+    /// Runs the connect hooks and adds the connection (realtime when `sender` is given).
+    fn connect(
+        self: Rc<Self>,
+        params: Value,
+        sender: Option<WsSender>,
+    ) -> ActionResult<(ConnKey, ConnId)>;
+    /// Runs `on_disconnect` and removes the connection (and its subscriptions).
+    fn disconnect(self: Rc<Self>, conn: ConnKey);
+    /// (Un)subscribes a realtime connection to an event.
+    fn subscribe(
+        &self,
+        conn: ConnKey,
+        event: &str,
+        subscribe: bool,
+        limit: usize,
+    ) -> Result<(), &'static str>;
 }
 
 impl<A: Actor> ActorObject for ActorCell<A> {
@@ -657,19 +857,85 @@ impl<A: Actor> ActorObject for ActorCell<A> {
         &self.info
     }
 
-    fn request(self: Rc<Self>, request: &RawRequest<'_>) -> Option<ActionResult<RawResponse>> {
-        with_ctx(&self, |ctx| A::on_request(ctx, request)).unwrap_or_else(|error| Some(Err(error)))
+    fn request(
+        self: Rc<Self>,
+        request: &RawRequest<'_>,
+        conn: ConnKey,
+    ) -> Option<ActionResult<RawResponse>> {
+        with_ctx(&self, conn, |ctx| A::on_request(ctx, request))
+            .unwrap_or_else(|error| Some(Err(error)))
     }
 
-    fn start(self: Rc<Self>, name: &str, args: &ArgList<'_>, out: &mut Vec<u8>) -> Started {
+    fn websocket(
+        self: Rc<Self>,
+        request: &RawRequest<'_>,
+        conn: ConnKey,
+    ) -> Option<ActionResult<Box<dyn WsSession>>> {
+        let ctx = Ctx { cell: self, conn };
+        catch_unwind(AssertUnwindSafe(|| A::on_websocket(ctx, request)))
+            .unwrap_or_else(|panic| Some(Err(panicked(panic))))
+    }
+
+    fn start(
+        self: Rc<Self>,
+        name: &str,
+        args: &ArgList<'_>,
+        out: &mut Vec<u8>,
+        conn: ConnKey,
+    ) -> Started {
         let actions = self.actions.clone();
         match actions.handlers.get(name) {
             None => Started::Done(Err(Failure::NotFound)),
-            Some(Handler::Sync(handler)) => Started::Done(handler(&self, args, out)),
-            Some(Handler::Async(handler)) => match handler(&self, args) {
+            Some(Handler::Sync(handler)) => Started::Done(handler(&self, conn, args, out)),
+            Some(Handler::Async(handler)) => match handler(&self, conn, args) {
                 Err(failure) => Started::Done(Err(failure)),
                 Ok(future) => Started::Running(future),
             },
+        }
+    }
+
+    fn connect(
+        self: Rc<Self>,
+        params: Value,
+        sender: Option<WsSender>,
+    ) -> ActionResult<(ConnKey, ConnId)> {
+        let state = with_ctx(&self, ConnKey::NONE, |ctx| {
+            A::on_before_connect(ctx, &params)?;
+            A::create_conn_state(ctx, &params)
+        })??;
+        let id = ConnId::random();
+        let key = self
+            .conns
+            .try_borrow_mut()
+            .map_err(|_| ActionError::internal("connect while the connections are borrowed"))?
+            .insert(id, params, state, sender);
+        if let Err(error) = with_ctx(&self, key, A::on_connect) {
+            self.conns.borrow_mut().remove(key);
+            return Err(error);
+        }
+        Ok((key, id))
+    }
+
+    fn disconnect(self: Rc<Self>, conn: ConnKey) {
+        if self.conns.borrow().conn(conn).is_none() {
+            return;
+        }
+        if let Err(error) = with_ctx(&self, conn, A::on_disconnect) {
+            tracing::error!(actor = A::NAME, ?error, "on_disconnect failed");
+        }
+        self.conns.borrow_mut().remove(conn);
+    }
+
+    fn subscribe(
+        &self,
+        conn: ConnKey,
+        event: &str,
+        subscribe: bool,
+        limit: usize,
+    ) -> Result<(), &'static str> {
+        match self.conns.try_borrow_mut() {
+            Ok(mut conns) => conns.subscribe(conn, event, subscribe, limit),
+            Err(_) => Err("the connections are borrowed"),
         }
     }
 }
@@ -713,11 +979,15 @@ impl<A: Actor> ActorType for TypeOf<A> {
             Ok(result) => result?,
             Err(panic) => return Err(panicked(panic)),
         };
-        Ok(Rc::new(ActorCell::<A> {
+        let cell = Rc::new(ActorCell::<A> {
             info,
             state: RefCell::new(state),
             vars: RefCell::new(vars),
+            conns: RefCell::new(Conns::default()),
             actions: self.actions.clone(),
-        }))
+        });
+        with_ctx(&cell, ConnKey::NONE, A::on_create)??;
+        with_ctx(&cell, ConnKey::NONE, A::on_wake)??;
+        Ok(cell)
     }
 }

@@ -69,6 +69,11 @@ pub struct Limits {
     pub forwarded_calls_max: usize,
     /// Ids accepted in one `GET /actors?actor_ids=` (the reference accepts 32).
     pub actor_ids_max: usize,
+    /// Asynchronous actions one connection may have running; more get `actor/overloaded`
+    /// (synchronous actions complete before the next message is read and need no bound).
+    pub conn_actions_in_flight_max: usize,
+    /// Events one connection may subscribe to; more close it with 1011.
+    pub conn_subscriptions_max: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +84,8 @@ impl Default for Limits {
             manager_body_bytes_max: 256 * 1024,
             forwarded_calls_max: 16 * 1024,
             actor_ids_max: 32,
+            conn_actions_in_flight_max: 4096,
+            conn_subscriptions_max: 1024,
         }
     }
 }

@@ -5,15 +5,18 @@
 //!   [`mailbox`] messages.
 //! * [`placement`] maps (actor name, key) to an [`ActorId`] and an id to its owning shard.
 //! * [`actor`] is the API for defining actors; [`Registry`] collects the types a server runs.
-//! * `protocol` speaks the RivetKit 2.0 client protocol (JSON encoding) over `pinion-net`.
+//! * `protocol` speaks the RivetKit 2.0 client protocol (JSON encoding) over `pinion-net`;
+//!   `realtime` serves its connection WebSockets and [`conn`] holds an actor's connections.
 //! * [`sys`] is the one seam for nondeterminism (clock, timers, spawning, randomness).
 
 pub mod actor;
 pub mod config;
+pub mod conn;
 pub mod key;
 mod mailbox;
 pub mod placement;
 mod protocol;
+mod realtime;
 mod registry;
 mod server;
 mod shard;
@@ -25,6 +28,9 @@ pub use actor::{
     RawResponse, Rest, UserError,
 };
 pub use config::{Config, Limits, NetDriver};
+pub use conn::{Conn, ConnId, Conns};
+/// The raw WebSocket API for [`Actor::on_websocket`], from `pinion-net`.
+pub use pinion_net::server::{WsClose, WsMessage, WsSender, WsSession};
 pub use placement::ActorId;
 pub use protocol::RivetError;
 pub use registry::Registry;

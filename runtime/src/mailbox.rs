@@ -7,12 +7,16 @@
 //! pair) without touching callers.
 //!
 //! Bounds: inboxes are unbounded *channels*, but the traffic in them is bounded by construction.
-//! Every message is either a call (a shard may have at most `forwarded_calls_max` calls of its own
+//! Apart from `Adopt` (one per WebSocket accepted by the sending shard, so bounded by its
+//! accept rate and descriptor limit), every message is either a call (a shard may have at most `forwarded_calls_max` calls of its own
 //! awaiting replies: see [`crate::shard`]) or the single reply to one such call, so an inbox holds
 //! at most `2 × shards × forwarded_calls_max` messages. Bounding the senders, not the channel,
 //! means a reply never has to wait for space, which is what would deadlock two busy shards.
 
+use pinion_net::server::Detached;
+
 use crate::protocol::{Forwarded, Reply};
+use crate::realtime::WsRequest;
 
 /// Identifies a call awaiting its reply on the shard that sent it.
 pub(crate) type Token = u32;
@@ -26,6 +30,12 @@ pub(crate) enum Message {
     },
     /// The reply to the call `token` this shard sent earlier.
     Reply { token: Token, reply: Reply },
+    /// A WebSocket to one of the receiving shard's actors, accepted (and answered 101) by the
+    /// sending shard: serve it here (see `realtime`, Placement).
+    Adopt {
+        socket: Detached,
+        request: WsRequest,
+    },
     /// Stop accepting work and shut the shard down.
     Stop,
 }

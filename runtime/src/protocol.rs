@@ -10,12 +10,16 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use pinion_net::http::{Method, Request, Response};
-use pinion_net::server::Handler;
+use pinion_net::server::{Accepted, Handler};
+use pinion_net::ws::Protocols;
 use serde::Deserialize;
 
-use crate::actor::{ActionError, Failure, Output, RawRequest, RawResponse, Started};
+use crate::actor::{ActionError, ActorObject, Failure, Output, RawRequest, RawResponse, Started};
+use crate::conn::ConnKey;
 use crate::key;
+use crate::mailbox::Message;
 use crate::placement::ActorId;
+use crate::realtime::{self, WsKind, WsRequest};
 use crate::registry::Registry;
 use crate::shard::{Create, Shard};
 use crate::value::{self, Value, write_json_str};
@@ -111,6 +115,37 @@ impl RivetError {
         )
     }
 
+    pub(crate) fn encoding_invalid() -> RivetError {
+        RivetError::new(
+            400,
+            "encoding",
+            "invalid",
+            "Unsupported encoding; this server speaks `json`.",
+        )
+    }
+
+    pub(crate) fn params_invalid() -> RivetError {
+        RivetError::new(400, "params", "invalid", "Invalid connection params.")
+    }
+
+    pub(crate) fn outgoing_too_long() -> RivetError {
+        RivetError::new(
+            400,
+            "message",
+            "outgoing_too_long",
+            "The action's output is too long.",
+        )
+    }
+
+    pub(crate) fn websocket_not_defined() -> RivetError {
+        RivetError::new(
+            404,
+            "handler",
+            "websocket_not_defined",
+            "This actor does not handle raw WebSockets (onWebSocket is not defined).",
+        )
+    }
+
     fn action_not_found(name: &str) -> RivetError {
         RivetError::new(
             400,
@@ -164,16 +199,18 @@ pub(crate) enum Forwarded {
     },
     /// One id of `GET /actors?actor_ids=`: the reply body is the actor object, or empty if absent.
     Lookup { id: ActorId },
-    /// `POST /gateway/{id}/action/{name}`, with its raw body.
+    /// `POST /gateway/{id}/action/{name}`, with its raw body and connection params.
     Action {
         id: ActorId,
         name: String,
         body: Vec<u8>,
+        params: Value,
     },
     /// `/gateway/{id}/request/{path}`: raw HTTP for the actor's `on_request`.
     Raw {
         id: ActorId,
         request: OwnedRawRequest,
+        params: Value,
     },
 }
 
@@ -308,10 +345,17 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
                 write_actor(&mut reply.body, &record);
             }
         }
-        Forwarded::Action { id, name, mut body } => {
-            action(shard, id, &name, &mut body, &mut reply).await
-        }
-        Forwarded::Raw { id, request } => {
+        Forwarded::Action {
+            id,
+            name,
+            mut body,
+            params,
+        } => action(shard, id, &name, &mut body, params, &mut reply).await,
+        Forwarded::Raw {
+            id,
+            request,
+            params,
+        } => {
             let headers: Vec<(&str, &[u8])> = request
                 .headers
                 .iter()
@@ -324,10 +368,50 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
                 headers: &headers,
                 body: &request.body,
             };
-            raw_request(shard, id, &view, &mut reply);
+            raw_request(shard, id, &view, params, &mut reply);
         }
     }
     reply
+}
+
+/// The `x-rivet-conn-params` of a stateless request, `null` when absent.
+fn header_params(req: &Request<'_>) -> Result<Value, RivetError> {
+    match req.header("x-rivet-conn-params") {
+        None => Ok(Value::Null),
+        Some(bytes) => {
+            let mut bytes = bytes.to_vec();
+            value::parse_tagged::<Value>(&mut bytes).map_err(|_| RivetError::params_invalid())
+        }
+    }
+}
+
+/// The ephemeral connection of a stateless call (RivetKit runs the connect hooks for those
+/// too): connected when made, disconnected when dropped, also if the call's future is dropped
+/// halfway (its client went away).
+struct Ephemeral {
+    actor: Rc<dyn ActorObject>,
+    conn: ConnKey,
+}
+
+impl Ephemeral {
+    fn connect(actor: &Rc<dyn ActorObject>, params: Value) -> Result<Ephemeral, RivetError> {
+        match actor.clone().connect(params, None) {
+            Ok((conn, _)) => Ok(Ephemeral {
+                actor: actor.clone(),
+                conn,
+            }),
+            Err(error) => {
+                log_internal("connect", actor.info().name(), &error);
+                Err(RivetError::from_action(error))
+            }
+        }
+    }
+}
+
+impl Drop for Ephemeral {
+    fn drop(&mut self) {
+        self.actor.clone().disconnect(self.conn);
+    }
 }
 
 /// The HTTP entry point of a shard.
@@ -369,6 +453,92 @@ impl Handler for Gateway {
             },
         }
     }
+
+    fn wants_upgrade(&self, req: &Request<'_>) -> bool {
+        ws_route(&self.shard.config.base_path, req.path).is_some()
+    }
+
+    async fn upgrade(&self, req: &Request<'_>, protocols: Protocols<'_>) -> Option<Accepted> {
+        let (id, route) = ws_route(&self.shard.config.base_path, req.path)?;
+        // An unknown id falls through to `handle`, which answers `actor/not_found`.
+        let id = ActorId::parse(id)?;
+        let mut rivet = false;
+        let mut encoding = None;
+        let mut params = None;
+        for protocol in protocols {
+            if protocol == "rivet" {
+                rivet = true;
+            } else if let Some(name) = protocol.strip_prefix("rivet_encoding.") {
+                encoding = Some(name.to_string());
+            } else if let Some(text) = protocol.strip_prefix("rivet_conn_params.") {
+                // Undecodable params are refused like unparsable ones, on the owning shard.
+                params =
+                    Some(percent_decode(text, false).map_or_else(String::new, Cow::into_owned));
+            }
+        }
+        let kind = match route {
+            WsRoute::Connect => WsKind::Connect,
+            WsRoute::Raw(path) => WsKind::Raw {
+                path: if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.into()
+                },
+                query: if req.query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", req.query)
+                },
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), h.value.to_vec()))
+                    .collect(),
+            },
+        };
+        let request = WsRequest {
+            id,
+            kind,
+            encoding,
+            params,
+        };
+        // Select `rivet` when offered (the official client insists); offer nothing otherwise.
+        let protocol = rivet.then(|| "rivet".to_string());
+        let shard = &self.shard;
+        let owner = id.shard(shard.shard_count());
+        if owner == shard.index {
+            return Some(Accepted::new(protocol, realtime::open(shard, request)));
+        }
+        // Move the socket to the owning shard (see `realtime`, Placement).
+        let postman = shard.postman.clone();
+        Some(Accepted::handoff(
+            protocol,
+            Box::new(move |detached| match detached {
+                Ok(socket) => postman.send(owner, Message::Adopt { socket, request }),
+                Err(error) => tracing::debug!(%error, "WebSocket handoff failed"),
+            }),
+        ))
+    }
+}
+
+/// Which WebSocket route a gateway path is.
+enum WsRoute<'a> {
+    /// `/gateway/{id}/connect`.
+    Connect,
+    /// `/gateway/{id}/websocket{path}`, with the path below `/websocket`.
+    Raw(&'a str),
+}
+
+/// The actor id text and route of a WebSocket path, or `None` if it is not one.
+fn ws_route<'a>(base: &str, path: &'a str) -> Option<(&'a str, WsRoute<'a>)> {
+    let rest = strip_base(base, path)?.strip_prefix("/gateway/")?;
+    let (id, route) = rest.split_once('/')?;
+    let id = id.split_once('@').map_or(id, |(id, _)| id);
+    if route == "connect" {
+        return Some((id, WsRoute::Connect));
+    }
+    let below = route.strip_prefix("websocket")?;
+    (below.is_empty() || below.starts_with('/')).then_some((id, WsRoute::Raw(below)))
 }
 
 impl Gateway {
@@ -538,27 +708,12 @@ impl Gateway {
         };
         match req.header("x-rivet-encoding") {
             None | Some(b"json") => {}
-            Some(_) => {
-                return res.error(&RivetError::new(
-                    400,
-                    "encoding",
-                    "invalid",
-                    "Unsupported encoding; this server speaks `json`.",
-                ));
-            }
+            Some(_) => return res.error(&RivetError::encoding_invalid()),
         }
-        if let Some(params) = req.header("x-rivet-conn-params") {
-            // Connection params reach hooks with the realtime layer; they must parse already.
-            let mut params = params.to_vec();
-            if simd_json::to_borrowed_value(&mut params).is_err() {
-                return res.error(&RivetError::new(
-                    400,
-                    "params",
-                    "invalid",
-                    "Invalid connection params.",
-                ));
-            }
-        }
+        let params = match header_params(req) {
+            Ok(params) => params,
+            Err(error) => return res.error(&error),
+        };
         if body.len() > shard.config.limits.action_body_bytes_max {
             return res.error(&RivetError::new(
                 400,
@@ -569,12 +724,13 @@ impl Gateway {
         }
         let owner = id.shard(shard.shard_count());
         if owner == shard.index {
-            action(shard, id, &action_name, body, res).await;
+            action(shard, id, &action_name, body, params, res).await;
         } else {
             let call = Forwarded::Action {
                 id,
                 name: action_name.into_owned(),
                 body: body.to_vec(),
+                params,
             };
             let reply = shard.forward(owner, call).await;
             reply.write_to(res);
@@ -608,13 +764,18 @@ impl Gateway {
             headers: &headers,
             body,
         };
+        let params = match header_params(req) {
+            Ok(params) => params,
+            Err(error) => return res.error(&error),
+        };
         let owner = id.shard(shard.shard_count());
         if owner == shard.index {
-            raw_request(shard, id, &request, res);
+            raw_request(shard, id, &request, params, res);
         } else {
             let call = Forwarded::Raw {
                 id,
                 request: OwnedRawRequest::from(&request),
+                params,
             };
             shard.forward(owner, call).await.write_to(res);
         }
@@ -622,11 +783,21 @@ impl Gateway {
 }
 
 /// Runs the raw HTTP handler of actor `id` on the owning shard.
-fn raw_request(shard: &Shard, id: ActorId, request: &RawRequest<'_>, sink: &mut dyn Sink) {
+fn raw_request(
+    shard: &Shard,
+    id: ActorId,
+    request: &RawRequest<'_>,
+    params: Value,
+    sink: &mut dyn Sink,
+) {
     let Some(actor) = shard.actor(id) else {
         return sink.error(&RivetError::actor_not_found(&id.to_string()));
     };
-    match actor.clone().request(request) {
+    let conn = match Ephemeral::connect(&actor, params) {
+        Ok(conn) => conn,
+        Err(error) => return sink.error(&error),
+    };
+    match actor.clone().request(request, conn.conn) {
         None => sink.error(&RivetError::new(
             404,
             "handler",
@@ -698,7 +869,14 @@ fn resolve(
 }
 
 /// Runs action `name` of actor `id` on the owning shard and writes `{"output": ...}` or the error.
-async fn action(shard: &Rc<Shard>, id: ActorId, name: &str, body: &mut [u8], sink: &mut dyn Sink) {
+async fn action(
+    shard: &Rc<Shard>,
+    id: ActorId,
+    name: &str,
+    body: &mut [u8],
+    params: Value,
+    sink: &mut dyn Sink,
+) {
     let Some(actor) = shard.actor(id) else {
         return sink.error(&RivetError::actor_not_found(&id.to_string()));
     };
@@ -711,10 +889,14 @@ async fn action(shard: &Rc<Shard>, id: ActorId, name: &str, body: &mut [u8], sin
         }
     };
     let limit = shard.config.limits.action_output_bytes_max;
+    let conn = match Ephemeral::connect(&actor, params) {
+        Ok(conn) => conn,
+        Err(error) => return sink.error(&error),
+    };
     let running = {
         let mut scratch = shard.scratch.borrow_mut();
         scratch.clear();
-        match actor.clone().start(name, &args, &mut scratch) {
+        match actor.clone().start(name, &args, &mut scratch, conn.conn) {
             Started::Done(Ok(output)) => return write_output(sink, output, &scratch, limit),
             Started::Done(Err(failure)) => {
                 return write_failure(sink, actor.info().name(), name, failure);
@@ -732,12 +914,7 @@ async fn action(shard: &Rc<Shard>, id: ActorId, name: &str, body: &mut [u8], sin
 fn write_output(sink: &mut dyn Sink, output: Output, encoded: &[u8], limit: usize) {
     match output {
         Output::Undefined => sink.json(200, &mut |out| out.extend_from_slice(b"{}")),
-        Output::Written if encoded.len() > limit => sink.error(&RivetError::new(
-            400,
-            "message",
-            "outgoing_too_long",
-            "The action's output is too long.",
-        )),
+        Output::Written if encoded.len() > limit => sink.error(&RivetError::outgoing_too_long()),
         Output::Written => sink.json(200, &mut |out| {
             out.extend_from_slice(b"{\"output\":");
             out.extend_from_slice(encoded);
@@ -747,7 +924,12 @@ fn write_output(sink: &mut dyn Sink, output: Output, encoded: &[u8], limit: usiz
 }
 
 fn write_failure(sink: &mut dyn Sink, actor: &str, action: &str, failure: Failure) {
-    let error = match failure {
+    sink.error(&failure_error(actor, action, failure));
+}
+
+/// The client's view of an action failure; internal details are logged here.
+pub(crate) fn failure_error(actor: &str, action: &str, failure: Failure) -> RivetError {
+    match failure {
         Failure::NotFound => RivetError::action_not_found(action),
         Failure::BadArgs(error) => {
             RivetError::invalid(format!("Invalid arguments for action '{action}': {error}"))
@@ -756,8 +938,7 @@ fn write_failure(sink: &mut dyn Sink, actor: &str, action: &str, failure: Failur
             log_internal(action, actor, &error);
             RivetError::from_action(error)
         }
-    };
-    sink.error(&error);
+    }
 }
 
 /// The actor object of the manager API (§5.1).

@@ -9,14 +9,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-use pinion_net::server::Transport;
+use pinion_net::server::{Detached, Transport, WsLimits, WsSession};
 use pinion_storage::MemoryStore;
 
 use crate::config::{Config, NetDriver};
 use crate::mailbox::{self, Postman};
 use crate::protocol::Gateway;
 use crate::registry::Registry;
-use crate::shard::Shard;
+use crate::shard::{Adopter, Shard};
 use crate::sys;
 
 /// Connections waiting in a listener's accept queue, per shard.
@@ -82,6 +82,7 @@ impl Server {
                     // nothing else holds it.
                     let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
                     let listener = Listener::new(listener, shard.config.net_driver, index);
+                    shard.set_adopter(listener.adopter());
                     let gateway = Rc::new(Gateway {
                         shard: shard.clone(),
                     });
@@ -161,6 +162,49 @@ impl Listener {
         // SAFETY: the descriptor is a listening socket we own; glommio takes it over.
         Listener::Glommio(unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) })
     }
+}
+
+impl Listener {
+    /// How this shard serves a WebSocket another shard moved here: on the same driver as the
+    /// connections it accepts itself.
+    fn adopter(&self) -> Adopter {
+        match self {
+            Listener::Uring(driver) => {
+                let driver = driver.clone();
+                Box::new(move |socket: Detached, mut session: Box<dyn WsSession>| {
+                    match driver.adopt(socket.fd, Vec::new()) {
+                        Ok(stream) => serve_websocket(stream, socket.received, session),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot adopt a WebSocket");
+                            session.on_close(None);
+                        }
+                    }
+                })
+            }
+            Listener::Glommio(_) => Box::new(|socket: Detached, session: Box<dyn WsSession>| {
+                // SAFETY: the descriptor is a connected TCP socket we own (`Detached` gave it
+                // to us); glommio takes it over.
+                let stream =
+                    unsafe { glommio::net::TcpStream::from_raw_fd(socket.fd.into_raw_fd()) };
+                serve_websocket(stream, socket.received, session)
+            }),
+        }
+    }
+}
+
+fn serve_websocket<T: Transport + 'static>(
+    stream: T,
+    received: Vec<u8>,
+    session: Box<dyn WsSession>,
+) {
+    sys::spawn(async move {
+        let limits = WsLimits::default();
+        if let Err(error) =
+            pinion_net::server::serve_websocket(stream, received, session, &limits).await
+        {
+            tracing::debug!(%error, "WebSocket ended with an error");
+        }
+    });
 }
 
 async fn accept_loop(listener: Listener, gateway: Rc<Gateway>, shard: Rc<Shard>) {

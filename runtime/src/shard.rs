@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use pinion_net::server::{Detached, WsSession};
 use pinion_storage::{ActorRecord, Store};
 
 use crate::actor::{ActorInfo, ActorObject, ActorType};
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::mailbox::{Mailbox, Message, Postman, Token};
 use crate::placement::ActorId;
 use crate::protocol::{self, Forwarded, Reply, RivetError};
+use crate::realtime;
 use crate::registry::Registry;
 use crate::sys;
 use crate::value::Value;
@@ -36,7 +38,13 @@ pub(crate) struct Shard {
     pub(crate) metadata_json: Vec<u8>,
     /// A reusable buffer for encoding outputs; borrowed only between awaits.
     pub(crate) scratch: RefCell<Vec<u8>>,
+    /// Serves a WebSocket moved here from another shard on this shard's network driver; set by
+    /// the server once the driver exists.
+    adopter: RefCell<Option<Adopter>>,
 }
+
+/// See [`Shard::set_adopter`].
+pub(crate) type Adopter = Box<dyn Fn(Detached, Box<dyn WsSession>)>;
 
 /// How a resolve request ended, on the owning shard.
 pub(crate) struct Resolved {
@@ -71,9 +79,15 @@ impl Shard {
             waiters: RefCell::new(Waiters::default()),
             metadata_json,
             scratch: RefCell::new(Vec::new()),
+            adopter: RefCell::new(None),
         };
         assert!(shard.index < shard.shard_count());
         shard
+    }
+
+    /// Sets how WebSockets moved here are served (on this shard's network driver).
+    pub(crate) fn set_adopter(&self, adopter: Adopter) {
+        *self.adopter.borrow_mut() = Some(adopter);
     }
 
     pub(crate) fn shard_count(&self) -> usize {
@@ -200,6 +214,15 @@ impl Shard {
                     }
                     Message::Reply { token, reply } => {
                         self.waiters.borrow_mut().complete(token, reply)
+                    }
+                    Message::Adopt { socket, request } => {
+                        let session = realtime::open(&self, request);
+                        match &*self.adopter.borrow() {
+                            Some(adopt) => adopt(socket, session),
+                            None => {
+                                tracing::error!("a WebSocket was moved to a shard without a driver")
+                            }
+                        }
                     }
                     Message::Stop => return,
                 }

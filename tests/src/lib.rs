@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use pinion_runtime::{Config, Server};
 
+pub mod ws;
+
 /// Starts the demo actor set with `shards` shards on a free port.
 pub fn start(shards: usize) -> Server {
     start_with(Config {

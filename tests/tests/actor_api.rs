@@ -29,6 +29,7 @@ impl Actor for Gate {
     const NAME: &'static str = "gate";
     type State = GateState;
     type Vars = u32;
+    type ConnState = ();
 
     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<GateState> {
         Ok(GateState {
@@ -101,6 +102,7 @@ impl Actor for Wrapper {
     const NAME: &'static str = "wrapper";
     type State = i64;
     type Vars = ();
+    type ConnState = ();
     const TRANSFORMS_OUTPUT: bool = true;
 
     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<i64> {

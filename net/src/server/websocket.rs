@@ -1,11 +1,16 @@
 //! The WebSocket mode of a connection: what [`super::serve_with`] runs after a [`Handler`]
-//! accepted an upgrade.
+//! accepted an upgrade with [`Accepted::new`], and what [`super::serve_websocket`] runs for a
+//! connection upgraded elsewhere and handed over ([`Accepted::handoff`]; see the `server` module
+//! docs). Both build the same connection state and run the same loop; a handed-over connection
+//! starts with the bytes its old owner had received and not read
+//! ([`super::Detached::received`]) in the read buffer, and an empty output buffer (its 101 was
+//! written before the handoff).
 //!
 //! # Shape
 //!
 //! A WebSocket is served by one task, the connection's, which owns the [`Transport`], the read
 //! buffer (the same one the HTTP loop used: bytes that followed the upgrade request's head are
-//! frames) and an [`Assembler`]. The application side is a [`WsSession`] (a boxed trait object
+//! frames; or, after a handoff, one that starts with the received bytes) and an [`Assembler`]. The application side is a [`WsSession`] (a boxed trait object
 //! the handler returned) and any number of [`WsSender`] clones that append to the connection's
 //! **outbound queue**. The session's callbacks are synchronous: `on_message` starts work (spawns
 //! a task for an action, say) and returns; whoever holds a `WsSender` answers later, in any
@@ -89,8 +94,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::{
-    Conn, Fill, LINGER_TIMEOUT, OUT_BUF_INITIAL, OUT_RETAIN_BYTES_MAX, READ_SPACE_MIN, ReadBuf,
-    Transport,
+    Conn, Detached, Fill, LINGER_TIMEOUT, OUT_BUF_INITIAL, OUT_RETAIN_BYTES_MAX, READ_SPACE_MIN,
+    ReadBuf, Transport,
 };
 use crate::ws::{
     self, Assembler, CLOSE_POLICY_VIOLATION, FRAME_HEADER_BYTES_MAX, Message, Opcode, Progress,
@@ -130,21 +135,77 @@ impl Default for WsLimits {
     }
 }
 
-/// What [`super::Handler::upgrade`] returns to accept a WebSocket.
+/// What [`super::Handler::upgrade`] returns to accept a WebSocket: the subprotocol to select,
+/// and who serves the connection after the 101, this loop ([`Accepted::new`]) or another
+/// executor ([`Accepted::handoff`]).
 pub struct Accepted {
-    /// The subprotocol to select. It must be one the client offered; any other (including any
-    /// when the client offered none) is dropped, and the 101 selects none, as
+    protocol: Option<String>,
+    then: Then,
+}
+
+/// Who serves an accepted WebSocket.
+pub(super) enum Then {
+    /// This loop, with this session.
+    Serve(Box<dyn WsSession>),
+    /// Whoever the closure gives the detached connection to.
+    Handoff(Box<dyn FnOnce(io::Result<Detached>)>),
+}
+
+impl Accepted {
+    /// Serve the WebSocket here with `session`: the loop writes the 101 and serves the
+    /// connection until it closes.
+    ///
+    /// `protocol` is the subprotocol to select. It must be one the client offered; any other
+    /// (including any when the client offered none) is dropped, and the 101 selects none, as
     /// [`crate::ws::write_accept`] does.
-    pub protocol: Option<String>,
-    /// The application side of the connection.
-    pub session: Box<dyn WsSession>,
+    pub fn new(protocol: Option<String>, session: Box<dyn WsSession>) -> Accepted {
+        Accepted {
+            protocol,
+            then: Then::Serve(session),
+        }
+    }
+
+    /// Write the 101 here, then take the connection out of this loop and give it to `handoff`
+    /// (e.g. to send it to another shard, which serves it with [`super::serve_websocket`]).
+    /// `handoff` is called exactly once with `Ok(detached)`, or with `Err` if writing the 101
+    /// or detaching failed (then the connection is gone); it runs on the loop's task, so it
+    /// should only pass the connection on. The one exception: if the serve future is dropped
+    /// before the loop got that far, the closure is dropped uncalled (and the connection
+    /// closed). `protocol` as for [`Accepted::new`].
+    ///
+    /// The [`Detached`] holds the socket and every byte received after the upgrade request that
+    /// the loop had not consumed (frames the client sent right behind the request), so the new
+    /// owner loses nothing. See the `server` module docs for when this is worth it.
+    pub fn handoff(
+        protocol: Option<String>,
+        handoff: Box<dyn FnOnce(io::Result<Detached>)>,
+    ) -> Accepted {
+        Accepted {
+            protocol,
+            then: Then::Handoff(handoff),
+        }
+    }
+
+    /// The subprotocol to select, as given to the constructor.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    pub(super) fn into_then(self) -> Then {
+        self.then
+    }
 }
 
 impl fmt::Debug for Accepted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let then = match self.then {
+            Then::Serve(_) => "serve",
+            Then::Handoff(_) => "handoff",
+        };
         f.debug_struct("Accepted")
             .field("protocol", &self.protocol)
-            .finish_non_exhaustive()
+            .field("then", &then)
+            .finish()
     }
 }
 
@@ -607,7 +668,7 @@ enum Event {
 }
 
 /// Serves the connection as a WebSocket; `conn.out` holds the 101 (and any responses before
-/// it). See the module docs.
+/// it), or nothing for a connection upgraded elsewhere. See the module docs.
 pub(super) async fn run<T: Transport>(
     mut conn: Conn<T>,
     session: Box<dyn WsSession>,

@@ -1,5 +1,8 @@
 //! Shared by the net crate's test files.
 
+#[allow(dead_code)] // Only the WebSocket test files use it.
+pub mod ws_client;
+
 /// SplitMix64: a tiny deterministic PRNG, so generated and fuzzed cases reproduce from a seed.
 pub struct Rng(pub u64);
 

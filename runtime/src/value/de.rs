@@ -743,3 +743,90 @@ impl<'de> de::Deserializer<'de> for KeyDe<'de> {
         tuple_struct map struct identifier ignored_any
     }
 }
+
+/// A message a client sends on a RivetKit connection (spec §8.3), parsed in place.
+#[derive(Debug)]
+pub enum ToServer<'a> {
+    /// `ActionRequest`: call action `name` with `args`; the response carries `id`.
+    Action {
+        id: u64,
+        name: &'a str,
+        args: ArgList<'a>,
+    },
+    /// `SubscriptionRequest`: (un)subscribe this connection to broadcasts of `event`.
+    Subscription { event: &'a str, subscribe: bool },
+}
+
+/// Parses one JSON connection frame `{"body":{"tag":…,"val":{…}}}` in place. The action id
+/// must be a `["$BigInt","<n>"]` tag, as the client writes it (the reference refuses plain
+/// numbers too). Unknown fields are ignored; unknown tags are errors.
+pub fn parse_to_server(buf: &mut [u8]) -> Result<ToServer<'_>, Error> {
+    let tape = parse_tape(buf)?;
+    let body = field(&tape, 0, "body")?.ok_or_else(|| Error::new("missing `body`"))?;
+    let tag = match field(&tape, body, "tag")?.map(|at| tape[at]) {
+        Some(Node::String(tag)) => tag,
+        _ => return Err(Error::new("`body.tag` must be a string")),
+    };
+    let val = field(&tape, body, "val")?.ok_or_else(|| Error::new("missing `body.val`"))?;
+    match tag {
+        "ActionRequest" => {
+            let id = match field(&tape, val, "id")? {
+                Some(at) => match (tape.get(at), tape.get(at + 1), tape.get(at + 2)) {
+                    (
+                        Some(Node::Array { len: 2, .. }),
+                        Some(Node::String("$BigInt")),
+                        Some(Node::String(digits)),
+                    ) => digits
+                        .parse::<u64>()
+                        .map_err(|_| Error::new("`id` is not a valid action id"))?,
+                    _ => return Err(Error::new("`id` must be a $BigInt")),
+                },
+                None => return Err(Error::new("missing `id`")),
+            };
+            let name = match field(&tape, val, "name")?.map(|at| tape[at]) {
+                Some(Node::String(name)) => name,
+                _ => return Err(Error::new("`name` must be a string")),
+            };
+            let args = match field(&tape, val, "args")? {
+                Some(at) => ArgList::new(tape, at)?,
+                None => ArgList {
+                    tape,
+                    args: Vec::new(),
+                },
+            };
+            Ok(ToServer::Action { id, name, args })
+        }
+        "SubscriptionRequest" => {
+            let event = match field(&tape, val, "eventName")?.map(|at| tape[at]) {
+                Some(Node::String(event)) => event,
+                _ => return Err(Error::new("`eventName` must be a string")),
+            };
+            let subscribe = match field(&tape, val, "subscribe")?.map(|at| tape[at]) {
+                Some(Node::Static(StaticNode::Bool(subscribe))) => subscribe,
+                _ => return Err(Error::new("`subscribe` must be a boolean")),
+            };
+            Ok(ToServer::Subscription { event, subscribe })
+        }
+        _ => Err(Error::new(format_args!("unknown message tag {tag:?}"))),
+    }
+}
+
+/// The tape index of the value of field `name` in the object at `at` (the last one, as with
+/// `JSON.parse`), or `None` if absent. An error if `at` is not an object.
+fn field(tape: &[Node<'_>], at: usize, name: &str) -> Result<Option<usize>, Error> {
+    let Some(&Node::Object { len, .. }) = tape.get(at) else {
+        return Err(Error::new("expected a JSON object"));
+    };
+    let mut found = None;
+    let mut idx = at + 1;
+    for _ in 0..len {
+        let value_at = idx + 1;
+        if let Some(Node::String(key)) = tape.get(idx)
+            && *key == name
+        {
+            found = Some(value_at);
+        }
+        idx = value_at + tape.get(value_at).map_or(1, span);
+    }
+    Ok(found)
+}

@@ -45,7 +45,9 @@ pub(crate) const ARRAY_BUFFER: &str = "$pinion::ArrayBuffer";
 
 pub use cbor::{decode_base64_cbor, decode_cbor};
 pub use convert::{from_value, to_value};
-pub use de::{ArgList, parse_action_body, parse_args_array, parse_tagged};
+pub use de::{
+    ArgList, ToServer, parse_action_body, parse_args_array, parse_tagged, parse_to_server,
+};
 pub use dynamic::{Map, Value};
 pub use error::Error;
 pub use ser::{write_json_str, write_tagged};

@@ -1,0 +1,410 @@
+//! WebSockets to actors (RIVETKIT_PROTOCOL.md §8, §10): RivetKit connections
+//! (`/gateway/{id}/connect`, what `handle.connect()` opens) and raw WebSockets
+//! (`/gateway/{id}/websocket/{path}`, served by the actor's `on_websocket`).
+//!
+//! # Placement
+//!
+//! A WebSocket is served on the shard that owns its actor. The kernel spreads connections over
+//! the shards' SO_REUSEPORT listeners without knowing actors, so one that lands elsewhere is
+//! **moved** at upgrade time: the accepting shard writes the 101, takes the socket out of its
+//! loop together with any bytes already received ([`pinion_net::server::Detached`]) and mails
+//! it to the owner, which adopts it into its own io_uring driver and serves it from then on.
+//! That costs one cross-shard message per connection, instead of one per message in each
+//! direction for as long as the connection lives (20–45 µs per hop when the other shard is
+//! parked, on the machines we measured), and events reach subscribers with no hop at all.
+//!
+//! # A connection's life
+//!
+//! On the owning shard, [`RivetSession`] runs the connect hooks (`on_before_connect`,
+//! `create_conn_state`, `on_connect`) when the socket opens and sends `Init`, or closes with
+//! 1011 and the rejecting error's code (as the reference does). Each `ActionRequest` starts the
+//! action right in the message callback: a synchronous action completes there and its response
+//! is queued at once; an asynchronous one becomes a task that queues its response when done,
+//! so many actions can be in flight on one connection and responses go out in completion
+//! order. Events an action emits are queued on the socket when emitted, so they precede its
+//! response. When the socket closes, `on_disconnect` runs and the connection (with its
+//! subscriptions) leaves the actor.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use pinion_net::server::{WsClose, WsMessage, WsSender, WsSession};
+use pinion_net::ws::CLOSE_MESSAGE_TOO_BIG;
+
+use crate::actor::{ActorObject, Output, RawRequest, Started};
+use crate::conn::ConnKey;
+use crate::placement::ActorId;
+use crate::protocol::{RivetError, failure_error, log_internal};
+use crate::shard::Shard;
+use crate::sys;
+use crate::value::{self, ToServer, Value};
+
+/// The close code for a rejected or failed RivetKit connection (spec §8.6, §8.7).
+const CLOSE_INTERNAL: u16 = 1011;
+
+/// A WebSocket upgrade to an actor, as the accepting shard parsed it; `Send`, so it can travel
+/// to the owning shard with the socket.
+#[derive(Debug)]
+pub(crate) struct WsRequest {
+    pub(crate) id: ActorId,
+    pub(crate) kind: WsKind,
+    /// The value of the `rivet_encoding.` subprotocol, if offered.
+    pub(crate) encoding: Option<String>,
+    /// The percent-decoded JSON of the `rivet_conn_params.` subprotocol, if offered.
+    pub(crate) params: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) enum WsKind {
+    /// `/gateway/{id}/connect`.
+    Connect,
+    /// `/gateway/{id}/websocket/{path}`: what the actor's `on_websocket` sees.
+    Raw {
+        path: String,
+        query: String,
+        headers: Vec<(String, Vec<u8>)>,
+    },
+}
+
+/// Builds the session for `request` on the owning shard.
+pub(crate) fn open(shard: &Rc<Shard>, request: WsRequest) -> Box<dyn WsSession> {
+    let Some(actor) = shard.actor(request.id) else {
+        return reject(&RivetError::actor_not_found(&request.id.to_string()));
+    };
+    let params = match parse_params(request.params.as_deref()) {
+        Ok(params) => params,
+        Err(error) => return reject(&error),
+    };
+    match request.kind {
+        WsKind::Connect => {
+            if let Some(encoding) = request.encoding.as_deref()
+                && encoding != "json"
+            {
+                return reject(&RivetError::encoding_invalid());
+            }
+            Box::new(RivetSession {
+                shard: shard.clone(),
+                actor,
+                params: Some(params),
+                conn: None,
+                sender: None,
+                in_flight: Rc::new(Cell::new(0)),
+            })
+        }
+        WsKind::Raw {
+            path,
+            query,
+            headers,
+        } => {
+            let conn = match actor.clone().connect(params, None) {
+                Ok((conn, _)) => conn,
+                Err(error) => {
+                    log_internal("connect", actor.info().name(), &error);
+                    return reject(&RivetError::from_action(error));
+                }
+            };
+            let headers: Vec<(&str, &[u8])> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            let raw = RawRequest {
+                method: "GET",
+                path: &path,
+                query: &query,
+                headers: &headers,
+                body: &[],
+            };
+            let opened = actor.clone().websocket(&raw, conn);
+            let inner = match opened {
+                Some(Ok(session)) => session,
+                failed => {
+                    let error = match failed {
+                        Some(Err(error)) => {
+                            log_internal("on_websocket", actor.info().name(), &error);
+                            RivetError::from_action(error)
+                        }
+                        _ => RivetError::websocket_not_defined(),
+                    };
+                    actor.disconnect(conn);
+                    return reject(&error);
+                }
+            };
+            Box::new(RawSession { actor, conn, inner })
+        }
+    }
+}
+
+/// Connection params as the client sent them (plain JSON); `null` when absent.
+pub(crate) fn parse_params(text: Option<&str>) -> Result<Value, RivetError> {
+    match text {
+        None => Ok(Value::Null),
+        Some(text) => {
+            let mut bytes = text.as_bytes().to_vec();
+            value::parse_tagged::<Value>(&mut bytes).map_err(|_| RivetError::params_invalid())
+        }
+    }
+}
+
+fn reject(error: &RivetError) -> Box<dyn WsSession> {
+    Box::new(Rejected {
+        reason: error.code.to_string(),
+    })
+}
+
+/// A session that closes as soon as it opens: 1011 with the error's code as the reason, as the
+/// reference does for a rejected connection.
+struct Rejected {
+    reason: String,
+}
+
+impl WsSession for Rejected {
+    fn on_open(&mut self, sender: WsSender) {
+        let _ = sender.close(CLOSE_INTERNAL, &self.reason);
+    }
+    fn on_message(&mut self, _: WsMessage<'_>) -> Result<(), WsClose> {
+        Ok(())
+    }
+    fn on_close(&mut self, _: Option<u16>) {}
+}
+
+/// A raw WebSocket: the actor's session, plus the connection it holds in the actor.
+struct RawSession {
+    actor: Rc<dyn ActorObject>,
+    conn: ConnKey,
+    inner: Box<dyn WsSession>,
+}
+
+impl WsSession for RawSession {
+    fn on_open(&mut self, sender: WsSender) {
+        self.inner.on_open(sender)
+    }
+    fn on_message(&mut self, message: WsMessage<'_>) -> Result<(), WsClose> {
+        self.inner.on_message(message)
+    }
+    fn on_pong(&mut self, payload: &[u8]) {
+        self.inner.on_pong(payload)
+    }
+    fn on_close(&mut self, code: Option<u16>) {
+        self.inner.on_close(code);
+        self.actor.clone().disconnect(self.conn);
+    }
+}
+
+/// A RivetKit connection (`handle.connect()`), JSON encoding.
+struct RivetSession {
+    shard: Rc<Shard>,
+    actor: Rc<dyn ActorObject>,
+    /// The params, until the connect hooks take them.
+    params: Option<Value>,
+    /// The connection in the actor, once accepted.
+    conn: Option<ConnKey>,
+    sender: Option<WsSender>,
+    /// Asynchronous actions of this connection still running.
+    in_flight: Rc<Cell<usize>>,
+}
+
+impl WsSession for RivetSession {
+    fn on_open(&mut self, sender: WsSender) {
+        let params = self.params.take().unwrap_or(Value::Null);
+        match self.actor.clone().connect(params, Some(sender.clone())) {
+            Ok((conn, conn_id)) => {
+                self.conn = Some(conn);
+                let mut frame = Vec::with_capacity(128);
+                frame.extend_from_slice(b"{\"body\":{\"tag\":\"Init\",\"val\":{\"actorId\":\"");
+                frame.extend_from_slice(&self.actor.info().actor_id().to_hex());
+                frame.extend_from_slice(b"\",\"connectionId\":\"");
+                frame.extend_from_slice(conn_id.to_string().as_bytes());
+                frame.extend_from_slice(b"\"}}}");
+                send_frame(&sender, &frame);
+            }
+            Err(error) => {
+                log_internal("connect", self.actor.info().name(), &error);
+                let error = RivetError::from_action(error);
+                let _ = sender.close(CLOSE_INTERNAL, &error.code);
+            }
+        }
+        self.sender = Some(sender);
+    }
+
+    fn on_message(&mut self, message: WsMessage<'_>) -> Result<(), WsClose> {
+        let (Some(conn), Some(sender)) = (self.conn, self.sender.clone()) else {
+            // Rejected: the close is on its way.
+            return Ok(());
+        };
+        let bytes = match message {
+            WsMessage::Text(text) => text.into_bytes_mut(),
+            WsMessage::Binary(bytes) => bytes,
+        };
+        let limits = &self.shard.config.limits;
+        if bytes.len() > limits.action_body_bytes_max {
+            return Err(WsClose {
+                code: CLOSE_MESSAGE_TOO_BIG,
+                reason: "incoming_too_long".into(),
+            });
+        }
+        let message = value::parse_to_server(bytes).map_err(|error| {
+            tracing::debug!(%error, "malformed connection message");
+            // The reference closes too: without a parsed id there is nothing to answer.
+            WsClose {
+                code: CLOSE_INTERNAL,
+                reason: "invalid_request".into(),
+            }
+        })?;
+        match message {
+            ToServer::Subscription { event, subscribe } => self
+                .actor
+                .subscribe(conn, event, subscribe, limits.conn_subscriptions_max)
+                .map_err(|why| WsClose {
+                    code: CLOSE_INTERNAL,
+                    reason: why.into(),
+                }),
+            ToServer::Action { id, name, args } => {
+                self.action(conn, &sender, id, name, &args);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_close(&mut self, _: Option<u16>) {
+        if let Some(conn) = self.conn.take() {
+            self.actor.clone().disconnect(conn);
+        }
+    }
+}
+
+impl RivetSession {
+    fn action(
+        &self,
+        conn: ConnKey,
+        sender: &WsSender,
+        id: u64,
+        name: &str,
+        args: &value::ArgList<'_>,
+    ) {
+        let limits = &self.shard.config.limits;
+        let output_max = limits.action_output_bytes_max;
+        if self.in_flight.get() >= limits.conn_actions_in_flight_max {
+            let mut frame = Vec::new();
+            write_error(&mut frame, &RivetError::overloaded(), Some(id));
+            send_frame(sender, &frame);
+            return;
+        }
+        let running = {
+            let mut scratch = self.shard.scratch.borrow_mut();
+            scratch.clear();
+            match self.actor.clone().start(name, args, &mut scratch, conn) {
+                Started::Done(result) => {
+                    let mut frame = Vec::with_capacity(scratch.len() + 96);
+                    let output = result.map(|output| match output {
+                        Output::Written => Some(&scratch[..]),
+                        Output::Undefined => None,
+                    });
+                    write_result(
+                        &mut frame,
+                        id,
+                        output,
+                        self.actor.info().name(),
+                        name,
+                        output_max,
+                    );
+                    send_frame(sender, &frame);
+                    return;
+                }
+                Started::Running(future) => future,
+            }
+        };
+        let in_flight = self.in_flight.clone();
+        in_flight.set(in_flight.get() + 1);
+        let sender = sender.clone();
+        let actor_name = self.actor.info().name();
+        let action = name.to_string();
+        sys::spawn(async move {
+            let result = running.await;
+            in_flight.set(in_flight.get() - 1);
+            let mut frame = Vec::new();
+            match result {
+                Ok(output) => write_result(
+                    &mut frame,
+                    id,
+                    Ok(output.as_deref()),
+                    actor_name,
+                    &action,
+                    output_max,
+                ),
+                Err(failure) => write_result(
+                    &mut frame,
+                    id,
+                    Err(failure),
+                    actor_name,
+                    &action,
+                    output_max,
+                ),
+            }
+            send_frame(&sender, &frame);
+        });
+    }
+}
+
+/// Writes an action's `ActionResponse` (spec §8.2: no `output` for `undefined`), or its
+/// `Error` frame.
+fn write_result(
+    frame: &mut Vec<u8>,
+    id: u64,
+    result: Result<Option<&[u8]>, crate::actor::Failure>,
+    actor: &str,
+    action: &str,
+    output_max: usize,
+) {
+    match result {
+        Ok(Some(output)) if output.len() > output_max => {
+            write_error(frame, &RivetError::outgoing_too_long(), Some(id))
+        }
+        Ok(output) => {
+            frame.extend_from_slice(b"{\"body\":{\"tag\":\"ActionResponse\",\"val\":{\"id\":");
+            write_id(frame, Some(id));
+            if let Some(output) = output {
+                frame.extend_from_slice(b",\"output\":");
+                frame.extend_from_slice(output);
+            }
+            frame.extend_from_slice(b"}}}");
+        }
+        Err(failure) => write_error(frame, &failure_error(actor, action, failure), Some(id)),
+    }
+}
+
+/// Writes an `Error` frame: the error's fields plus `actionId` (`null` for a connection-level
+/// error).
+fn write_error(frame: &mut Vec<u8>, error: &RivetError, action_id: Option<u64>) {
+    frame.extend_from_slice(b"{\"body\":{\"tag\":\"Error\",\"val\":");
+    error.write_json(frame);
+    frame.pop(); // the object's closing brace: one more field follows
+    frame.extend_from_slice(b",\"actionId\":");
+    write_id(frame, action_id);
+    frame.extend_from_slice(b"}}}");
+}
+
+fn write_id(frame: &mut Vec<u8>, id: Option<u64>) {
+    match id {
+        Some(id) => {
+            frame.extend_from_slice(b"[\"$BigInt\",\"");
+            frame.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+            frame.extend_from_slice(b"\"]");
+        }
+        None => frame.extend_from_slice(b"null"),
+    }
+}
+
+/// Queues a frame built by this module. Only the JSON writers fill it, so it is UTF-8; a send
+/// that fails means the connection is closing, and the response has nowhere to go.
+fn send_frame(sender: &WsSender, frame: &[u8]) {
+    let text = match std::str::from_utf8(frame) {
+        Ok(text) => text,
+        Err(error) => {
+            tracing::error!(%error, "a connection frame is not UTF-8");
+            return;
+        }
+    };
+    if let Err(error) = sender.send_text(text) {
+        tracing::debug!(%error, "connection frame not sent");
+    }
+}
