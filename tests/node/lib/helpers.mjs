@@ -151,3 +151,14 @@ export async function expectActorError(promise, expected, { anyClass = false } =
 	}
 	return caught;
 }
+
+/**
+ * Whether the server registers actor type `name` (from `GET /metadata`'s `actorNames`; servers
+ * that do not list their types are assumed to have it). For tests of actors whose features a
+ * server may not have yet, so that they are skipped with a reason instead of failing.
+ */
+export async function serverHasActor(name) {
+	const res = await fetch(`${ENDPOINT}/metadata`);
+	const meta = await res.json();
+	return !meta.actorNames || Object.hasOwn(meta.actorNames, name);
+}

@@ -1,5 +1,4 @@
-// onBeforeActionResponse (the `transform` actor) over stateless HTTP actions. The WebSocket half
-// joins with connections.
+// onBeforeActionResponse (the `transform` actor) over stateless HTTP actions and over a connection.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { TIMEOUT, uniq, withClient } from "../lib/helpers.mjs";
@@ -21,6 +20,26 @@ describe("onBeforeActionResponse over HTTP", () => {
 	test("other actors are not affected", opts, async () => {
 		await withClient(async (client) => {
 			assert.equal(await client.counter.getOrCreate([uniq("plain")]).increment(3), 3);
+		});
+	});
+});
+
+describe("onBeforeActionResponse over a connection", () => {
+	test("every output is wrapped", opts, async () => {
+		await withClient(async (client) => {
+			const k = uniq("transform-ws");
+			const conn = client.transform.getOrCreate([k]).connect();
+			try {
+				assert.deepEqual(await conn.value(), { wrapped: 42 });
+				assert.deepEqual(await conn.echoArgs(1, "a"), { wrapped: [1, "a"] });
+				assert.deepEqual(await conn.echoArgs(), { wrapped: [] });
+				const all = await Promise.all([conn.value(), conn.echoArgs(["$x", 1]), conn.echoArgs(null)]);
+				assert.deepEqual(all, [{ wrapped: 42 }, { wrapped: [["$x", 1]] }, { wrapped: [null] }]);
+				// Same actor over HTTP: also wrapped.
+				assert.deepEqual(await client.transform.getOrCreate([k]).value(), { wrapped: 42 });
+			} finally {
+				await conn.dispose();
+			}
 		});
 	});
 });
