@@ -39,6 +39,12 @@ Examples:
   # open loop against nginx at 50000 req/s
   loadgen raw --url http://127.0.0.1:8080/ --rate 50000 --duration 20s --warmup 2s
 
+  # actions over connection WebSockets, 8 in flight per connection (see `loadgen ws --help`)
+  loadgen ws --actor counter --key bench --action increment --args '[1]' --in-flight 8
+
+  # broadcast fan-out to 1000 subscribers (see `loadgen fanout --help`)
+  loadgen fanout --actor counter --key bench --subscribers 1000 --rounds 20
+
 Durations: 500ms, 10s, 1m, 1m30s, 1.5s (units: us, ms, s, m, h).
 
 Counting: `requests` = `ok` (2xx) + request errors (non-2xx status, timeout, reset, closed,
@@ -95,11 +101,104 @@ JSON summary (--json), besides the fields of the text report: `loop` (\"closed\"
 Exit status: 0 when the run completed (even with errors), 1 for setup errors (bad URL,
 unreachable endpoint, actor resolution failed), 2 for command-line errors.";
 
+const WS_HELP: &str = "\
+Examples:
+  # 4 connections to one counter actor, 8 actions in flight on each, 10 s after a 1 s warmup
+  loadgen ws --endpoint http://127.0.0.1:6420 --actor counter --key bench \\
+      --action increment --args '[1]' --connections 4 --in-flight 8 --duration 10s --warmup 1s
+
+  # open loop: 5000 actions/s over 16 connections, at most 32 unanswered per connection
+  loadgen ws --actor counter --key bench --action increment --args '[1]' \\
+      --connections 16 --rate 5000 --max-in-flight 32 --duration 30s --warmup 2s
+
+  # 64 connections spread over 1000 actors (each connection picks its actor by Zipf's law),
+  # two executors, 100000 actions, results kept
+  loadgen ws --actor counter --key bench --action increment --keys 1000 --key-dist zipf \\
+      --connections 64 --threads 2 --requests 100000 --json ws.json --hgrm ws.hgrm
+
+The actors are resolved up front (PUT /actors getOrCreate, once per key). Each connection picks
+its actor (by --key-dist, again on every reconnect), opens
+GET {base}/gateway/{actorId}/connect as a WebSocket offering the subprotocols `rivet,
+rivet_encoding.json` (plus `rivet_conn_params.<params>` with --conn-params), requires the 101
+to select `rivet`, and waits for the Init frame (which must name the actor). Then it sends
+ActionRequest text frames (masked) with ids [\"$BigInt\",\"0\"], [\"$BigInt\",\"1\"], ... and
+matches each ActionResponse, or Error frame with that actionId, to its request by id, in any
+order. Event frames are counted and otherwise ignored; pings are answered.
+
+Counting: `requests` = `ok` (ActionResponse) + request errors: `action_error` (an Error frame
+for the action; its group/code is listed under `action_errors`), `timeout`, `closed`, `reset`,
+`io`, `protocol` (a frame or message that breaks RFC 6455 or the RivetKit protocol, such as a
+response to an id that is not in flight; the connection is dropped). Failed connections count
+as errors but not requests: `connect*`, `handshake_status_<status>` (upgrade refused),
+`handshake` (bad 101, no Init in time, rejected before Init). When a connection fails, every
+action written to it fails and a new connection is opened at once (ids from 0 again); a failed
+connect or handshake is retried after 50 ms.
+
+Closed loop (default): each connection keeps --in-flight actions outstanding, sending a new one
+as soon as one is answered; latency runs from writing an action to reading its response.
+Open loop (--rate R): as for `action` (see `loadgen action --help`): action j of the run is
+due at start + j/R, latency runs from that intended time, at most --max-in-flight are
+outstanding per connection (later ones go out late), and actions due while a connection is
+being (re)opened are queued and sent after its Init.
+
+--timeout applies to the oldest unanswered action of a connection and to each handshake (101
+and Init); --connect-timeout to the TCP connect. `handshake_us` is connect → Init for every
+connection opened (warmup included). Requests in flight at the deadline are abandoned.
+
+The open-file limit is raised to its hard limit when the connections need it. The JSON summary
+is that of `action` plus `ws`: {action, in_flight, events, connection_errors, action_errors,
+handshake_us, first_failure}.
+
+Exit status: 0 when the run completed (even with errors), 1 for setup errors, 2 for
+command-line errors.";
+
+const FANOUT_HELP: &str = "\
+Examples:
+  # 1000 subscribers to counter \"bench\"'s `count` event, 20 rounds of increment(1) 100 ms apart
+  loadgen fanout --endpoint http://127.0.0.1:6420 --actor counter --key bench \\
+      --subscribers 1000 --event count --action increment --args '[1]' --rounds 20
+
+  # 10000 subscribers on two executors, results kept for plotting
+  loadgen fanout --actor counter --key fan --subscribers 10000 --threads 2 --rounds 50 \\
+      --interval 200ms --json fanout.json --hgrm delivery.hgrm --hgrm-last last.hgrm
+
+How a run goes: the actor is resolved once (PUT /actors). A trigger WebSocket connection is
+opened first (not subscribed; it fails the run at once if connections do not work). Then the
+M subscribers connect (at most --setup-concurrency at a time; failed attempts are retried
+until --setup-timeout), each waits for its Init and sends SubscriptionRequest{eventName,
+subscribe: true}. Once all are subscribed, warm-up rounds run until one reaches every
+subscriber (subscriptions have no acknowledgement, so this is how loadgen knows they are all in
+effect), then the measured rounds. Rounds run in lockstep: the trigger sends the action, waits
+for its ActionResponse and for the event at all M subscribers, pauses --interval, and triggers
+the next round.
+
+Measured: `delivery_us`, for every subscriber in every measured round, the time from writing
+the trigger's ActionRequest to reading that subscriber's Event frame; `last_us`, per complete
+round, the time until the LAST subscriber had it; `trigger_us`, the trigger's action latency.
+An event counts for the round that is open when it arrives, once per subscriber; an event while
+no round is open, or a second one in a round, is `unexpected` (someone else is triggering the
+actor, or it broadcasts more than once). Every subscriber must receive the same args in a round
+(`mismatched` counts those that did not).
+
+A round that is not complete within --timeout leaves `missing` deliveries and ends the run;
+the report is still printed and loadgen exits with status 1, as it does for mismatched args, a
+subscriber that lost its connection, or a failed trigger. Other exit statuses: 0 when every
+delivery arrived, 2 for command-line errors.
+
+Limits: each subscriber is one socket: the open-file limit is raised to its hard limit when
+needed, and loadgen refuses to start when M exceeds it. Over one loopback address about 28000
+connections fit the default ephemeral port range.
+
+The JSON summary has the counts above, `delivery_us`, `last_delivery_us`, `trigger_us` and
+`handshake_us` (connect → Init; microseconds), the setup time and per-round results
+(`rounds_detail`). --hgrm writes the per-delivery distribution, --hgrm-last the per-round
+last-delivery one (milliseconds, HdrHistogram's .hgrm format).";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "loadgen",
     version,
-    about = "Closed- or open-loop HTTP/1.1 load generator for Pinion (and the servers it is compared with)",
+    about = "Closed- or open-loop HTTP/1.1 and RivetKit WebSocket load generator for Pinion (and the servers it is compared with)",
     after_help = EXAMPLES
 )]
 pub(crate) struct Cli {
@@ -115,10 +214,19 @@ pub(crate) enum Command {
     /// Load any URL with a fixed request.
     #[command(after_help = EXAMPLES)]
     Raw(RawArgs),
+    /// Resolve a RivetKit actor and load one of its actions over connection WebSockets
+    /// (GET /gateway/{id}/connect), several actions in flight per connection.
+    #[command(after_help = WS_HELP)]
+    Ws(WsArgs),
+    /// Broadcast fan-out: M subscriber WebSockets on one actor, a trigger action per round;
+    /// latency from the trigger to every subscriber's Event.
+    #[command(after_help = FANOUT_HELP)]
+    Fanout(FanoutArgs),
 }
 
+/// The actor(s) and the action that `action` and `ws` load.
 #[derive(Debug, Args)]
-pub(crate) struct ActionArgs {
+pub(crate) struct ActorArgs {
     /// RivetKit endpoint; a path in it is a base path for every request.
     #[arg(long, default_value = "http://127.0.0.1:6420")]
     pub(crate) endpoint: String,
@@ -141,29 +249,128 @@ pub(crate) struct ActionArgs {
     /// Action arguments as a JSON array.
     #[arg(long, default_value = "[]")]
     pub(crate) args: String,
-    /// Connection params, sent as the `x-rivet-conn-params` header (JSON text).
+    /// Connection params (JSON text): the `x-rivet-conn-params` header (action), the
+    /// `rivet_conn_params.` subprotocol (ws).
     #[arg(long, value_name = "JSON")]
     pub(crate) conn_params: Option<String>,
-    /// Extra header `name: value` on every request; repeatable.
+    /// Extra header `name: value` on every request (action; for ws on the PUT /actors and the
+    /// WebSocket upgrade); repeatable.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
     pub(crate) headers: Vec<(String, String)>,
     /// Spread the load over N actors with keys `PREFIX-0` .. `PREFIX-(N-1)` (PREFIX from
     /// --key, default `key`), each resolved once up front; needs --key-dist uniform or zipf.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub(crate) keys: u64,
-    /// How each request picks its actor: `hot` (the one --key/--key-part actor), `uniform`
-    /// over the --keys actors, or `zipf[:S]` (rank r ∝ 1/r^S, S default 0.99; PREFIX-0 hottest).
+    /// How the load picks its actor (each request for action, each connection for ws): `hot`
+    /// (the one --key/--key-part actor), `uniform` over the --keys actors, or `zipf[:S]`
+    /// (rank r ∝ 1/r^S, S default 0.99; PREFIX-0 hottest).
     #[arg(long, value_name = "DIST", default_value = "hot", value_parser = keys::parse_key_dist)]
     pub(crate) key_dist: KeyDist,
     /// Seed of the key choice (each connection's sequence is deterministic per seed).
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ActionArgs {
+    #[command(flatten)]
+    pub(crate) target: ActorArgs,
     /// Every request is `PUT /actors` then the action POST on the same connection (like the
     /// official client's stateless handles); the pair is one request and one latency sample.
     #[arg(long)]
     pub(crate) resolve_each: bool,
+    /// Closed loop: requests written back to back per connection before reading their responses.
+    #[arg(long, default_value_t = 1, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) pipeline: u32,
     #[command(flatten)]
     pub(crate) load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WsArgs {
+    #[command(flatten)]
+    pub(crate) target: ActorArgs,
+    /// Closed loop: actions kept outstanding on each connection; a new one is sent as soon as
+    /// one is answered (responses are matched by id, in any order).
+    #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub(crate) in_flight: u32,
+    #[command(flatten)]
+    pub(crate) load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FanoutArgs {
+    /// RivetKit endpoint; a path in it is a base path for every request.
+    #[arg(long, default_value = "http://127.0.0.1:6420")]
+    pub(crate) endpoint: String,
+    /// Namespace for the manager API (`?namespace=`).
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Actor name (the registry's actor type); one actor, resolved once.
+    #[arg(long)]
+    pub(crate) actor: String,
+    /// Actor key with one part. No key at all is the empty key.
+    #[arg(long, conflicts_with = "key_part")]
+    pub(crate) key: Option<String>,
+    /// One part of a multi-part key; repeat in order.
+    #[arg(long = "key-part", value_name = "PART")]
+    pub(crate) key_part: Vec<String>,
+    /// Subscriber WebSocket connections, spread over the threads.
+    #[arg(long, short = 'm', value_name = "M", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) subscribers: u32,
+    /// Event every subscriber subscribes to (and the trigger action broadcasts).
+    #[arg(long, default_value = "count")]
+    pub(crate) event: String,
+    /// Action the trigger connection calls once per round.
+    #[arg(long, default_value = "increment")]
+    pub(crate) action: String,
+    /// The trigger action's arguments as a JSON array.
+    #[arg(long, default_value = "[1]")]
+    pub(crate) args: String,
+    /// Measured rounds.
+    #[arg(long, short = 'r', value_name = "R", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) rounds: u32,
+    /// Unmeasured rounds first; the last must reach every subscriber (up to 10 more are tried).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) warmup_rounds: u32,
+    /// Pause between the end of a round (all deliveries in) and the next trigger.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub(crate) interval: Duration,
+    /// Longest wait for a round's trigger response and all its deliveries (a round still
+    /// incomplete then has missing deliveries and ends the run); also bounds each handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// Longest wait for a TCP connection.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+    /// Longest wait for all subscribers to connect and subscribe (failed attempts are retried
+    /// until then).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) setup_timeout: Duration,
+    /// Subscriber connections being opened at once, over all threads.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) setup_concurrency: u32,
+    /// Connection params (JSON text), sent as the `rivet_conn_params.` subprotocol.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) conn_params: Option<String>,
+    /// Extra header `name: value` on the PUT /actors and every WebSocket upgrade; repeatable.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+    /// Executors (threads) for the subscribers (pinning is left to taskset).
+    #[arg(long, short = 't', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) threads: u32,
+    /// Write a JSON summary to this file.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the per-delivery latency distribution (milliseconds) in .hgrm format.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) hgrm: Option<PathBuf>,
+    /// Write the per-round last-delivery latency distribution (milliseconds) in .hgrm format.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) hgrm_last: Option<PathBuf>,
+    /// Print nothing but errors (results still go to --json / --hgrm).
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +387,9 @@ pub(crate) struct RawArgs {
     /// Extra header `name: value`; repeatable.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
     pub(crate) headers: Vec<(String, String)>,
+    /// Closed loop: requests written back to back per connection before reading their responses.
+    #[arg(long, default_value_t = 1, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) pipeline: u32,
     #[command(flatten)]
     pub(crate) load: LoadArgs,
 }
@@ -201,9 +411,6 @@ pub(crate) struct LoadArgs {
     /// Executors (threads), each with its share of the connections (pinning is left to taskset).
     #[arg(long, short = 't', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) threads: u32,
-    /// Closed loop: requests written back to back per connection before reading their responses.
-    #[arg(long, default_value_t = 1, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub(crate) pipeline: u32,
     /// Open loop: send R requests per second in total, at fixed intended times spread evenly
     /// over the connections, and measure latency from those times (see "Open loop" below).
     #[arg(long, value_name = "R", value_parser = parse_rate)]
@@ -338,6 +545,8 @@ mod tests {
         let load = |cli: Cli| match cli.command {
             Command::Raw(raw) => raw.load,
             Command::Action(action) => action.load,
+            Command::Ws(ws) => ws.load,
+            Command::Fanout(_) => unreachable!("fanout has no LoadArgs"),
         };
         let closed = load(parse(&[]).unwrap());
         assert_eq!((closed.rate, closed.max_in_flight), (None, 64));

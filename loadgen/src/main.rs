@@ -1,20 +1,29 @@
-//! `loadgen`: closed- or open-loop HTTP/1.1 load over keep-alive connections on glommio
-//! executors.
+//! `loadgen`: closed- or open-loop HTTP/1.1 load over keep-alive connections, and RivetKit
+//! connection-WebSocket load, on glommio executors.
 //!
-//! The main thread parses the command line, resolves the target (for `action`, the actor ids via
-//! `PUT /actors`), starts one glommio executor per `--threads` on its own thread, prints the
-//! progress line while they run and the report once they are done. All measuring happens in
-//! [`shard`]; the HTTP client is the small codec in [`http`]; which actor a request goes to is
-//! [`keys`].
+//! The main thread parses the command line, resolves the target (for `action` and `ws`, the
+//! actor ids via `PUT /actors`), starts one glommio executor per `--threads` on its own thread,
+//! prints the progress line while they run and the report once they are done. All HTTP
+//! measuring happens in [`shard`]; the HTTP client is the small codec in [`http`]; which actor a
+//! request goes to is [`keys`]. `ws` runs [`wsload`] on the executors instead, over the client
+//! WebSocket codec in [`ws`], the RivetKit messages in [`rivetconn`] and the connection opening
+//! in [`wsconn`]; `fanout` is [`fanout`].
 
 mod cli;
+mod fanout;
 mod http;
 mod keys;
+mod limits;
 mod report;
 mod rivet;
+mod rivetconn;
 mod shard;
 mod url;
+mod ws;
+mod wsconn;
+mod wsload;
 
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,11 +34,14 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::cli::{ActionArgs, Cli, Command, LoadArgs, RawArgs};
+use crate::cli::{ActionArgs, ActorArgs, Cli, Command, LoadArgs, RawArgs, WsArgs};
 use crate::keys::KeyDist;
-use crate::report::{CpuTime, KeysInfo, RunInfo, Summary};
+use crate::report::{CpuTime, KeysInfo, RunInfo, Summary, WsInfo};
+use crate::rivetconn::ActionTemplate;
 use crate::shard::{OpenLoop, Pacing, Plan, Progress, Requests, ShardReport, Templates, Tickets};
 use crate::url::Url;
+use crate::wsconn::WsEndpoint;
+use crate::wsload::{WsExtras, WsPlan, WsReport};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -65,34 +77,55 @@ struct Target {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let (mode, target, load) = match cli.command {
+    match cli.command {
         Command::Action(args) => {
             validate_load(&args.load)?;
-            ("action", action_target(&args)?, args.load)
+            let target = action_target(&args)?;
+            run_http("action", target, &args.load, args.pipeline)
         }
         Command::Raw(args) => {
             validate_load(&args.load)?;
-            ("raw", raw_target(&args)?, args.load)
+            let target = raw_target(&args)?;
+            run_http("raw", target, &args.load, args.pipeline)
         }
-    };
+        Command::Ws(args) => run_ws(&args),
+        Command::Fanout(args) => fanout::run(&args),
+    }
+}
+
+fn run_http(
+    mode: &'static str,
+    target: Target,
+    load: &LoadArgs,
+    pipeline: u32,
+) -> Result<(), String> {
     let info = RunInfo {
         mode,
         method: target.method.clone(),
         url: target.url.clone(),
         connections: load.connections,
         threads: load.threads,
-        pipeline: load.pipeline,
+        pipeline,
         duration_limit: load.duration,
         requests_limit: load.requests,
         warmup: load.warmup,
         actor_id: target.actor_id.clone(),
         open: load.rate.map(|rate| (rate, load.max_in_flight)),
         keys: target.keys.clone(),
+        ws: None,
     };
-    let (reports, measure_start, cpu, wall) = drive(target, &load)?;
-    let summary = Summary::merge(reports, measure_start, cpu, wall);
+    let clock = Clock::start(load);
+    let executors = spawn_executors(target, load, pipeline, &clock)?;
+    let reports = collect(executors, load, &clock)?;
+    let (cpu, wall) = clock.spent();
+    let summary = Summary::merge(reports, clock.measure_start, cpu, wall);
+    finish(&info, &summary, load)
+}
+
+/// Writes the results and prints the report and its warnings.
+fn finish(info: &RunInfo, summary: &Summary, load: &LoadArgs) -> Result<(), String> {
     if let Some(path) = &load.json {
-        std::fs::write(path, report::json(&info, &summary))
+        std::fs::write(path, report::json(info, summary))
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     if let Some(path) = &load.hgrm {
@@ -100,9 +133,13 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     if !load.quiet {
-        print!("{}", report::text(&info, &summary));
+        print!("{}", report::text(info, summary));
         if summary.ok == 0 {
-            eprintln!("loadgen: warning: no successful (2xx) response was measured");
+            if info.ws.is_some() {
+                eprintln!("loadgen: warning: no ActionResponse was measured");
+            } else {
+                eprintln!("loadgen: warning: no successful (2xx) response was measured");
+            }
         }
         if let Some(limit) = load.requests.filter(|&limit| summary.requests < limit) {
             eprintln!(
@@ -112,6 +149,190 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `loadgen ws`: resolve, open connection WebSockets, load the action over them.
+fn run_ws(args: &WsArgs) -> Result<(), String> {
+    let load = &args.load;
+    validate_load(load)?;
+    let needed =
+        u64::from(load.connections) + limits::OVERHEAD_FDS_PER_THREAD * u64::from(load.threads);
+    if let Some((from, to)) =
+        limits::ensure_open_files(needed, &format!("--connections {}", load.connections))?
+        && !load.quiet
+    {
+        eprintln!("loadgen: raised the open-file limit (RLIMIT_NOFILE) from {from} to {to}");
+    }
+    let target = &args.target;
+    let resolution = resolve_actors(target, load.timeout, load.quiet)?;
+    let endpoint = &resolution.endpoint;
+    let connect_path =
+        |actor_id: &str| url::join_path(&endpoint.path, &format!("/gateway/{actor_id}/connect"));
+    let ws_endpoint = WsEndpoint {
+        addr: resolution.addr,
+        host: endpoint.authority.clone(),
+        targets: resolution
+            .resolved
+            .iter()
+            .map(|actor| connect_path(&rivet::encode_uri_component(&actor.actor_id)))
+            .collect(),
+        actor_ids: resolution
+            .resolved
+            .iter()
+            .map(|actor| actor.actor_id.clone())
+            .collect(),
+        protocols: WsEndpoint::protocols(target.conn_params.as_deref()),
+        headers: target.headers.clone(),
+    };
+    let (url, actor_id) = match resolution.resolved.as_slice() {
+        [only] => (
+            endpoint.display(&connect_path(&rivet::encode_uri_component(&only.actor_id))),
+            Some(only.actor_id.clone()),
+        ),
+        _ => (endpoint.display(&connect_path("*")), None),
+    };
+    let action = ActionTemplate::new(&rivet::json_string(&target.action), &resolution.call_args);
+    let info = RunInfo {
+        mode: "ws",
+        method: "WS".into(),
+        url,
+        connections: load.connections,
+        threads: load.threads,
+        pipeline: args.in_flight,
+        duration_limit: load.duration,
+        requests_limit: load.requests,
+        warmup: load.warmup,
+        actor_id,
+        open: load.rate.map(|rate| (rate, load.max_in_flight)),
+        keys: Some(resolution.keys_info(target, false)),
+        ws: Some(WsInfo {
+            action: target.action.clone(),
+            args: resolution.call_args.clone(),
+            in_flight: args.in_flight,
+        }),
+    };
+    let clock = Clock::start(load);
+    let shared = Shared::new(load, &clock);
+    let plan = WsPlan {
+        endpoint: Arc::new(ws_endpoint),
+        action: Arc::new(action),
+        key_dist: target.key_dist,
+        seed: target.seed,
+        pacing: shared.pacing(load, args.in_flight),
+        connections: 0,
+        first_connection: 0,
+        measure_start: clock.measure_start,
+        deadline: clock.deadline,
+        timeout: load.timeout,
+        connect_timeout: load.connect_timeout,
+        tickets: shared.tickets.clone(),
+        progress: Arc::new(Progress::default()),
+    };
+    let (sender, receiver) = mpsc::channel();
+    let mut progress = Vec::new();
+    let mut handles = Vec::new();
+    for (index, (first_connection, share)) in shared.shares().enumerate() {
+        let plan = WsPlan {
+            connections: share,
+            first_connection,
+            progress: Arc::new(Progress::default()),
+            ..plan.clone()
+        };
+        progress.push(plan.progress.clone());
+        handles.push(spawn_executor(index, sender.clone(), move || {
+            wsload::run(plan)
+        })?);
+    }
+    let reports: Vec<WsReport> = collect((receiver, progress, handles), load, &clock)?;
+    let (cpu, wall) = clock.spent();
+    let mut extras = WsExtras::new();
+    let mut bases = Vec::with_capacity(reports.len());
+    for report in reports {
+        bases.push(report.base);
+        extras.add(report.extras);
+    }
+    let mut summary = Summary::merge(bases, clock.measure_start, cpu, wall);
+    summary.ws = Some(extras);
+    finish(&info, &summary, load)
+}
+
+/// The times of a run.
+struct Clock {
+    cpu_start: CpuTime,
+    wall_start: Instant,
+    measure_start: Instant,
+    deadline: Instant,
+}
+
+impl Clock {
+    fn start(load: &LoadArgs) -> Clock {
+        let wall_start = Instant::now();
+        let measure_start = wall_start + load.warmup;
+        Clock {
+            cpu_start: CpuTime::now(),
+            wall_start,
+            measure_start,
+            deadline: measure_start + load.duration,
+        }
+    }
+
+    /// CPU and wall time since the start.
+    fn spent(&self) -> (CpuTime, Duration) {
+        (
+            CpuTime::now().since(self.cpu_start),
+            self.wall_start.elapsed(),
+        )
+    }
+}
+
+/// What every executor of an `action`, `raw` or `ws` run shares.
+struct Shared {
+    threads: usize,
+    connections: usize,
+    tickets: Option<Arc<Tickets>>,
+    origin: Instant,
+}
+
+impl Shared {
+    fn new(load: &LoadArgs, clock: &Clock) -> Shared {
+        Shared {
+            threads: load.threads as usize,
+            connections: load.connections as usize,
+            tickets: load.requests.map(|limit| {
+                Arc::new(Tickets {
+                    limit,
+                    issued: AtomicU64::new(0),
+                })
+            }),
+            origin: clock.wall_start,
+        }
+    }
+
+    fn pacing(&self, load: &LoadArgs, pipeline: u32) -> Pacing {
+        match load.rate {
+            None => Pacing::Closed {
+                pipeline: pipeline as usize,
+            },
+            Some(rate) => Pacing::Open(OpenLoop {
+                origin: self.origin,
+                rate,
+                connections: self.connections as u64,
+                max_in_flight: load.max_in_flight as usize,
+            }),
+        }
+    }
+
+    /// Each executor's (first connection, number of connections).
+    fn shares(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let (threads, connections) = (self.threads, self.connections);
+        let mut first = 0;
+        (0..threads).map(move |index| {
+            let share = connections / threads + usize::from(index < connections % threads);
+            let this = (first, share);
+            first += share;
+            this
+        })
+    }
 }
 
 fn validate_load(load: &LoadArgs) -> Result<(), String> {
@@ -130,34 +351,81 @@ fn validate_load(load: &LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn action_target(args: &ActionArgs) -> Result<Target, String> {
-    let endpoint = Url::parse(&args.endpoint)?;
+/// The actors of an `action` or `ws` run, resolved.
+struct Resolution {
+    endpoint: Url,
+    addr: SocketAddr,
+    /// Serialised key strings, in rank order.
+    keys: Vec<String>,
+    resolved: Vec<rivet::Resolved>,
+    /// The action's arguments (a JSON array), trimmed.
+    call_args: String,
+    manager_headers: Vec<(String, String)>,
+    namespace: String,
+    actor: String,
+}
+
+impl Resolution {
+    fn manager(&self, timeout: Duration) -> rivet::Manager<'_> {
+        rivet::Manager {
+            endpoint: &self.endpoint,
+            addr: self.addr,
+            namespace: &self.namespace,
+            actor: &self.actor,
+            headers: &self.manager_headers,
+            timeout,
+        }
+    }
+
+    fn keys_info(&self, target: &ActorArgs, resolve_each: bool) -> KeysInfo {
+        KeysInfo {
+            count: self.keys.len() as u64,
+            first: self.keys.first().cloned().unwrap_or_default(),
+            last: self.keys.last().cloned().unwrap_or_default(),
+            dist: target.key_dist,
+            seed: target.seed,
+            resolve_each,
+        }
+    }
+}
+
+/// Checks the target options and resolves the actors (PUT /actors, in parallel).
+fn resolve_actors(
+    target: &ActorArgs,
+    timeout: Duration,
+    quiet: bool,
+) -> Result<Resolution, String> {
+    let endpoint = Url::parse(&target.endpoint)?;
     if endpoint.query.is_some() {
         return Err(format!(
             "--endpoint `{}` must not have a query",
-            args.endpoint
+            target.endpoint
         ));
     }
-    let call_args = args.args.trim();
+    let call_args = target.args.trim();
     if !(call_args.starts_with('[') && call_args.ends_with(']')) {
         return Err(format!(
             "--args must be a JSON array, like '[1]', not `{}`",
-            args.args
+            target.args
         ));
     }
-    let keys = action_keys(args)?;
+    let keys = action_keys(target)?;
     let addr = endpoint.socket_addr()?;
-    let manager = rivet::Manager {
-        endpoint: &endpoint,
+    let mut resolution = Resolution {
+        endpoint,
         addr,
-        namespace: &args.namespace,
-        actor: &args.actor,
-        headers: &args.headers,
-        timeout: args.load.timeout,
+        keys,
+        resolved: Vec::new(),
+        call_args: call_args.to_string(),
+        manager_headers: target.headers.clone(),
+        namespace: target.namespace.clone(),
+        actor: target.actor.clone(),
     };
-    let show_progress = keys.len() > 1 && !args.load.quiet && std::io::stderr().is_terminal();
+    let keys = &resolution.keys;
+    let manager = resolution.manager(timeout);
+    let show_progress = keys.len() > 1 && !quiet && std::io::stderr().is_terminal();
     let workers = keys.len().min(RESOLVE_WORKERS_MAX);
-    let resolved = manager.resolve_all(&keys, workers, |done| {
+    let resolved = manager.resolve_all(keys, workers, |done| {
         if show_progress {
             eprint!("\r\x1b[2Kloadgen: resolving actors {done}/{}", keys.len());
             let _ = std::io::stderr().flush();
@@ -167,29 +435,42 @@ fn action_target(args: &ActionArgs) -> Result<Target, String> {
         eprint!("\r\x1b[2K");
     }
     let resolved = resolved?;
-    if !args.load.quiet {
-        describe_resolved(args, &keys, &resolved);
+    if !quiet {
+        describe_resolved(target, keys, &resolved);
     }
+    resolution.resolved = resolved;
+    Ok(resolution)
+}
+
+fn action_target(args: &ActionArgs) -> Result<Target, String> {
+    let target = &args.target;
+    let resolution = resolve_actors(target, args.load.timeout, args.load.quiet)?;
+    let endpoint = &resolution.endpoint;
+    let keys = &resolution.keys;
+    let resolved = &resolution.resolved;
+    let call_args = resolution.call_args.as_str();
+    let addr = resolution.addr;
+    let manager = resolution.manager(args.load.timeout);
     let mut headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
         ("x-rivet-encoding".to_string(), "json".to_string()),
     ];
-    if let Some(params) = &args.conn_params {
+    if let Some(params) = &target.conn_params {
         headers.push(("x-rivet-conn-params".to_string(), params.clone()));
     }
-    headers.extend(args.headers.iter().cloned());
+    headers.extend(target.headers.iter().cloned());
     let body = format!(r#"{{"args":{call_args}}}"#);
     let action_path = |actor_id: &str| {
         url::join_path(
             &endpoint.path,
             &format!(
                 "/gateway/{actor_id}/action/{}",
-                rivet::encode_uri_component(&args.action)
+                rivet::encode_uri_component(&target.action)
             ),
         )
     };
     let mut calls = Templates::default();
-    for actor in &resolved {
+    for actor in resolved {
         let path = action_path(&rivet::encode_uri_component(&actor.actor_id));
         calls.push(&http::build_request(
             "POST",
@@ -201,7 +482,7 @@ fn action_target(args: &ActionArgs) -> Result<Target, String> {
     }
     let resolves = args.resolve_each.then(|| {
         let mut resolves = Templates::default();
-        for key in &keys {
+        for key in keys {
             resolves.push(&manager.put_request(key));
         }
         resolves
@@ -219,25 +500,18 @@ fn action_target(args: &ActionArgs) -> Result<Target, String> {
             calls,
             resolves,
             head_request: false,
-            key_dist: args.key_dist,
-            seed: args.seed,
+            key_dist: target.key_dist,
+            seed: target.seed,
         },
         method: "POST".into(),
         url,
         actor_id,
-        keys: Some(KeysInfo {
-            count: keys.len() as u64,
-            first: keys.first().cloned().unwrap_or_default(),
-            last: keys.last().cloned().unwrap_or_default(),
-            dist: args.key_dist,
-            seed: args.seed,
-            resolve_each: args.resolve_each,
-        }),
+        keys: Some(resolution.keys_info(target, args.resolve_each)),
     })
 }
 
 /// The serialised key strings of the actors to load, in rank order.
-fn action_keys(args: &ActionArgs) -> Result<Vec<String>, String> {
+fn action_keys(args: &ActorArgs) -> Result<Vec<String>, String> {
     match args.key_dist {
         KeyDist::Hot => {
             if args.keys > 1 {
@@ -268,7 +542,7 @@ fn action_keys(args: &ActionArgs) -> Result<Vec<String>, String> {
 }
 
 /// The line (on stderr) that says which actors the load goes to.
-fn describe_resolved(args: &ActionArgs, keys: &[String], resolved: &[rivet::Resolved]) {
+fn describe_resolved(args: &ActorArgs, keys: &[String], resolved: &[rivet::Resolved]) {
     if let ([key], [only]) = (keys, resolved) {
         let created = match only.created {
             Some(true) => " (created)",
@@ -330,25 +604,23 @@ fn raw_target(args: &RawArgs) -> Result<Target, String> {
     })
 }
 
-/// Runs the executors to the end. Returns their reports, the start of measuring, and the CPU
-/// and wall time the whole load took.
-fn drive(
-    target: Target,
-    load: &LoadArgs,
-) -> Result<(Vec<ShardReport>, Instant, CpuTime, Duration), String> {
-    let cpu_start = CpuTime::now();
-    let wall_start = Instant::now();
-    let measure_start = wall_start + load.warmup;
-    let deadline = measure_start + load.duration;
-    let (receiver, progress, handles) =
-        spawn_executors(target, load, wall_start, measure_start, deadline)?;
+type Executors<R> = (
+    mpsc::Receiver<Result<R, String>>,
+    Vec<Arc<Progress>>,
+    Vec<std::thread::JoinHandle<()>>,
+);
+
+/// Waits for every executor's report (printing the progress line on a terminal meanwhile) and
+/// joins their threads.
+fn collect<R>(executors: Executors<R>, load: &LoadArgs, clock: &Clock) -> Result<Vec<R>, String> {
+    let (receiver, progress, handles) = executors;
     let show_progress = !load.quiet && std::io::stderr().is_terminal();
     let mut reports = Vec::with_capacity(handles.len());
     let mut line = ProgressLine {
-        last_at: wall_start,
+        last_at: clock.wall_start,
         last_requests: 0,
     };
-    let give_up_at = deadline + STOP_GRACE;
+    let give_up_at = clock.deadline + STOP_GRACE;
     while reports.len() < handles.len() {
         let now = Instant::now();
         if now >= give_up_at {
@@ -360,7 +632,7 @@ fn drive(
             Ok(Ok(report)) => reports.push(report),
             Ok(Err(message)) => return Err(message),
             Err(mpsc::RecvTimeoutError::Timeout) if show_progress => {
-                line.print(&progress, wall_start, measure_start);
+                line.print(&progress, clock.wall_start, clock.measure_start);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -368,89 +640,74 @@ fn drive(
             }
         }
     }
-    let cpu = CpuTime::now().since(cpu_start);
-    let wall = wall_start.elapsed();
     if show_progress {
         eprint!("\r\x1b[2K");
     }
     for handle in handles {
         let _ = handle.join();
     }
-    Ok((reports, measure_start, cpu, wall))
+    Ok(reports)
 }
 
-type Executors = (
-    mpsc::Receiver<Result<ShardReport, String>>,
-    Vec<Arc<Progress>>,
-    Vec<std::thread::JoinHandle<()>>,
-);
+/// Starts a glommio executor on its own thread; it runs the future `task` makes there and
+/// sends the result (or why it could not start) on `sender`.
+pub(crate) fn spawn_executor<R, F, Fut>(
+    index: usize,
+    sender: mpsc::Sender<Result<R, String>>,
+    task: F,
+) -> Result<std::thread::JoinHandle<()>, String>
+where
+    R: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    std::thread::Builder::new()
+        .name(format!("loadgen-{index}"))
+        .spawn(move || {
+            let executor = LocalExecutorBuilder::new(Placement::Unbound)
+                .name(&format!("loadgen-{index}"))
+                .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+                .make();
+            let result = match executor {
+                Ok(executor) => Ok(executor.run(task())),
+                Err(error) => Err(format!("cannot start a glommio executor: {error}")),
+            };
+            let _ = sender.send(result);
+        })
+        .map_err(|error| format!("cannot start a thread: {error}"))
+}
 
 /// Starts `--threads` glommio executors, each on its own thread with its share of connections.
-/// Each sends its report (or why it could not start) on the returned channel.
 fn spawn_executors(
     target: Target,
     load: &LoadArgs,
-    start: Instant,
-    measure_start: Instant,
-    deadline: Instant,
-) -> Result<Executors, String> {
-    let threads = load.threads as usize;
-    let connections = load.connections as usize;
-    let tickets = load.requests.map(|limit| {
-        Arc::new(Tickets {
-            limit,
-            issued: AtomicU64::new(0),
-        })
-    });
+    pipeline: u32,
+    clock: &Clock,
+) -> Result<Executors<ShardReport>, String> {
+    let shared = Shared::new(load, clock);
     let requests = Arc::new(target.requests);
-    let pacing = match load.rate {
-        None => Pacing::Closed {
-            pipeline: load.pipeline as usize,
-        },
-        Some(rate) => Pacing::Open(OpenLoop {
-            origin: start,
-            rate,
-            connections: connections as u64,
-            max_in_flight: load.max_in_flight as usize,
-        }),
-    };
+    let pacing = shared.pacing(load, pipeline);
     let (sender, receiver) = mpsc::channel();
-    let mut progress = Vec::with_capacity(threads);
-    let mut handles = Vec::with_capacity(threads);
-    let mut first_connection = 0;
-    for index in 0..threads {
-        let share = connections / threads + usize::from(index < connections % threads);
+    let mut progress = Vec::with_capacity(shared.threads);
+    let mut handles = Vec::with_capacity(shared.threads);
+    for (index, (first_connection, share)) in shared.shares().enumerate() {
         let plan = Plan {
             addr: target.addr,
             requests: requests.clone(),
             pacing: pacing.clone(),
             connections: share,
             first_connection,
-            measure_start,
-            deadline,
+            measure_start: clock.measure_start,
+            deadline: clock.deadline,
             timeout: load.timeout,
             connect_timeout: load.connect_timeout,
-            tickets: tickets.clone(),
+            tickets: shared.tickets.clone(),
             progress: Arc::new(Progress::default()),
         };
-        first_connection += share;
         progress.push(plan.progress.clone());
-        let sender = sender.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("loadgen-{index}"))
-            .spawn(move || {
-                let executor = LocalExecutorBuilder::new(Placement::Unbound)
-                    .name(&format!("loadgen-{index}"))
-                    .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-                    .make();
-                let result = match executor {
-                    Ok(executor) => Ok(executor.run(shard::run(plan))),
-                    Err(error) => Err(format!("cannot start a glommio executor: {error}")),
-                };
-                let _ = sender.send(result);
-            })
-            .map_err(|error| format!("cannot start a thread: {error}"))?;
-        handles.push(handle);
+        handles.push(spawn_executor(index, sender.clone(), move || {
+            shard::run(plan)
+        })?);
     }
     Ok((receiver, progress, handles))
 }

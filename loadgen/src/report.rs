@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use crate::keys::KeyDist;
 use crate::rivet::json_string;
 use crate::shard::{ErrorKind, LATENCY_NS_MAX, ShardReport};
+use crate::wsload::WsExtras;
 
 /// CPU time of the whole process (all threads), from `getrusage(RUSAGE_SELF)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,8 +63,19 @@ pub(crate) struct RunInfo {
     pub(crate) actor_id: Option<String>,
     /// Open loop: the target rate (requests/s in total) and `--max-in-flight`.
     pub(crate) open: Option<(f64, u32)>,
-    /// `action` only: which actors the load is spread over.
+    /// `action` and `ws`: which actors the load is spread over.
     pub(crate) keys: Option<KeysInfo>,
+    /// `ws` only: the action sent over the connections.
+    pub(crate) ws: Option<WsInfo>,
+}
+
+/// What a `ws` run sends.
+#[derive(Debug, Clone)]
+pub(crate) struct WsInfo {
+    pub(crate) action: String,
+    pub(crate) args: String,
+    /// Closed loop: actions outstanding per connection.
+    pub(crate) in_flight: u32,
 }
 
 /// The actors of an `action` run.
@@ -97,6 +109,8 @@ pub(crate) struct Summary {
     pub(crate) cpu: CpuTime,
     /// Wall time over which `cpu` was spent (warmup and setup included).
     pub(crate) wall: Duration,
+    /// `ws` only: what only WebSockets have.
+    pub(crate) ws: Option<WsExtras>,
 }
 
 impl Summary {
@@ -120,6 +134,7 @@ impl Summary {
             elapsed: Duration::ZERO,
             cpu,
             wall,
+            ws: None,
         };
         let mut end = measure_start;
         for report in reports {
@@ -225,7 +240,14 @@ pub(crate) fn text(info: &RunInfo, summary: &Summary) -> String {
     if let Some(id) = &info.actor_id {
         let _ = writeln!(out, "actor:       {id}");
     }
+    if let Some(ws) = &info.ws {
+        let _ = writeln!(out, "action:      {} {}", ws.action, ws.args);
+    }
     let pacing = match info.open {
+        None if info.ws.is_some() => format!(
+            "{} in flight per connection",
+            info.ws.as_ref().map_or(0, |ws| ws.in_flight)
+        ),
         None => format!("pipeline {}", info.pipeline),
         Some((rate, max_in_flight)) => format!(
             "open loop at {} req/s (max {max_in_flight} in flight per connection)",
@@ -305,14 +327,81 @@ pub(crate) fn text(info: &RunInfo, summary: &Summary) -> String {
         summary.wall.as_secs_f64()
     );
     let _ = writeln!(out, "connections: {} opened", summary.connects);
+    if let Some(ws) = &summary.ws {
+        let _ = writeln!(
+            out,
+            "events:      {} received (ignored), {} connection-level errors",
+            ws.events, ws.connection_errors
+        );
+        if !ws.error_codes.is_empty() {
+            let codes: Vec<String> = ws
+                .error_codes
+                .iter()
+                .map(|(code, count)| format!("{code}={count}"))
+                .collect();
+            let _ = writeln!(out, "action_errors: {}", codes.join(" "));
+        }
+        let _ = writeln!(out, "handshake_us: {}", percentile_line(&ws.handshake));
+        if let Some(failure) = &ws.first_failure {
+            let _ = writeln!(out, "first_failure: {failure}");
+        }
+    }
     out
 }
 
-fn seconds(duration: Duration) -> String {
+/// `p50=… p90=… p99=… p99.9=… max=… (n=…)` in microseconds, as on the `latency_us` line.
+pub(crate) fn percentile_line(histogram: &Histogram<u64>) -> String {
+    let at = |quantile: f64| {
+        if histogram.is_empty() {
+            0.0
+        } else {
+            histogram.value_at_quantile(quantile) as f64 / 1000.0
+        }
+    };
+    let mut line = String::new();
+    for (label, _, quantile) in QUANTILES {
+        let _ = write!(line, "{label}={:.1} ", at(quantile));
+    }
+    let max = if histogram.is_empty() {
+        0.0
+    } else {
+        histogram.max() as f64 / 1000.0
+    };
+    let _ = write!(line, "max={max:.1} (n={})", histogram.len());
+    line
+}
+
+/// `{"p50": …, "p90": …, "p99": …, "p999": …, "max": …, "mean": …, "stdev": …, "count": …}` in
+/// microseconds, as the JSON summary's `latency_us`.
+pub(crate) fn percentile_json(histogram: &Histogram<u64>) -> String {
+    let number = |value: f64| format!("{value:.3}");
+    let empty = histogram.is_empty();
+    let micros = |nanos: f64| if empty { 0.0 } else { nanos / 1000.0 };
+    let mut out = String::from("{");
+    for (_, key, quantile) in QUANTILES {
+        let value = if empty {
+            0
+        } else {
+            histogram.value_at_quantile(quantile)
+        };
+        let _ = write!(out, "\"{key}\": {}, ", number(micros(value as f64)));
+    }
+    let _ = write!(
+        out,
+        "\"max\": {}, \"mean\": {}, \"stdev\": {}, \"count\": {}}}",
+        number(micros(histogram.max() as f64)),
+        number(micros(if empty { 0.0 } else { histogram.mean() })),
+        number(micros(if empty { 0.0 } else { histogram.stdev() })),
+        histogram.len()
+    );
+    out
+}
+
+pub(crate) fn seconds(duration: Duration) -> String {
     format!("{}s", trim_float(duration.as_secs_f64()))
 }
 
-fn trim_float(value: f64) -> String {
+pub(crate) fn trim_float(value: f64) -> String {
     let text = format!("{value:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
@@ -391,7 +480,8 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
   "send_lag_us": {send_lag},
   "latency_us": {{{latency}"max": {max}, "mean": {mean}, "stdev": {stdev}, "count": {count}}},
   "cpu": {{"user_s": {user}, "sys_s": {sys}, "wall_s": {wall}, "util_percent": {util}}},
-  "connections_opened": {connects}
+  "connections_opened": {connects},
+  "ws": {ws}
 }}
 "#,
         mode = json_string(info.mode),
@@ -429,7 +519,35 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
         wall = number(summary.wall.as_secs_f64()),
         util = number(summary.cpu_percent()),
         connects = summary.connects,
+        ws = optional(ws_json(info, summary)),
     )
+}
+
+/// The `ws` object of the JSON summary.
+fn ws_json(run: &RunInfo, summary: &Summary) -> Option<String> {
+    let (info, extras) = (run.ws.as_ref()?, summary.ws.as_ref()?);
+    let mut codes = String::new();
+    for (index, (code, count)) in extras.error_codes.iter().enumerate() {
+        let separator = if index == 0 { "" } else { ", " };
+        let _ = write!(codes, "{separator}{}: {count}", json_string(code));
+    }
+    Some(format!(
+        r#"{{"action": {}, "args": {}, "in_flight": {}, "events": {}, "connection_errors": {}, "action_errors": {{{codes}}}, "handshake_us": {}, "first_failure": {}}}"#,
+        json_string(&info.action),
+        json_string(&info.args),
+        if run.open.is_some() {
+            "null".to_string()
+        } else {
+            info.in_flight.to_string()
+        },
+        extras.events,
+        extras.connection_errors,
+        percentile_json(&extras.handshake),
+        extras
+            .first_failure
+            .as_deref()
+            .map_or_else(|| "null".to_string(), json_string),
+    ))
 }
 
 /// The classic HdrHistogram percentile distribution (`outputPercentileDistribution` with 5

@@ -37,9 +37,9 @@ use crate::keys::{KeyDist, Picker};
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 const _: () = assert!(crate::http::HEAD_BYTES_MAX < READ_BUFFER_BYTES);
 /// Pause after a failed connect, so a dead server is not hammered in a tight loop.
-const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
 /// Slowest watchdog tick (timeouts fire up to one tick late).
-const WATCHDOG_TICK_MAX: Duration = Duration::from_millis(100);
+pub(crate) const WATCHDOG_TICK_MAX: Duration = Duration::from_millis(100);
 /// Latencies are recorded in nanoseconds up to one hour, 3 significant digits.
 pub(crate) const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
 
@@ -57,6 +57,15 @@ pub(crate) enum ErrorKind {
     Reset,
     Io,
     Parse,
+    /// WebSocket: the upgrade was refused with this HTTP status.
+    HandshakeStatus(u16),
+    /// WebSocket: an invalid `101`, no `Init`, or the connection rejected before `Init`.
+    Handshake,
+    /// WebSocket: a frame or message that breaks RFC 6455 or the RivetKit protocol (an id
+    /// that was never sent, an undecodable message, …).
+    Protocol,
+    /// WebSocket: the server answered the action with an `Error` frame.
+    ActionError,
 }
 
 impl ErrorKind {
@@ -72,18 +81,27 @@ impl ErrorKind {
             ErrorKind::Reset => "reset".into(),
             ErrorKind::Io => "io".into(),
             ErrorKind::Parse => "parse".into(),
+            ErrorKind::HandshakeStatus(status) => format!("handshake_status_{status}"),
+            ErrorKind::Handshake => "handshake".into(),
+            ErrorKind::Protocol => "protocol".into(),
+            ErrorKind::ActionError => "action_error".into(),
         }
     }
 
-    /// Connect failures happen before a request exists, so they are not counted as requests.
+    /// Connect failures (and failed WebSocket handshakes) happen before a request exists, so
+    /// they are not counted as requests.
     pub(crate) fn is_connect(self) -> bool {
         matches!(
             self,
-            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::Connect
+            ErrorKind::ConnectRefused
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::Connect
+                | ErrorKind::HandshakeStatus(_)
+                | ErrorKind::Handshake
         )
     }
 
-    fn of_io(error: &io::Error) -> ErrorKind {
+    pub(crate) fn of_io(error: &io::Error) -> ErrorKind {
         match error.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::BrokenPipe
@@ -105,7 +123,7 @@ pub(crate) struct Tickets {
 impl Tickets {
     /// Takes up to `wanted` requests from the budget; 0 when it is spent. The counter never
     /// passes the limit, so [`Tickets::give_back`] is exact.
-    fn claim(&self, wanted: u64) -> u64 {
+    pub(crate) fn claim(&self, wanted: u64) -> u64 {
         let mut granted = 0;
         let _ = self
             .issued
@@ -200,13 +218,13 @@ pub(crate) struct OpenLoop {
 
 impl OpenLoop {
     /// When slot `slot` of connection `connection` is due.
-    fn due(&self, connection: u64, slot: u64) -> Instant {
+    pub(crate) fn due(&self, connection: u64, slot: u64) -> Instant {
         let request = connection as f64 + slot as f64 * self.connections as f64;
         self.origin + Duration::from_secs_f64(request / self.rate)
     }
 
     /// The first slot of `connection` due at or after `at`.
-    fn first_slot_from(&self, connection: u64, at: Instant) -> u64 {
+    pub(crate) fn first_slot_from(&self, connection: u64, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.origin).as_secs_f64();
         let slot = ((since * self.rate - connection as f64) / self.connections as f64).ceil();
         let mut slot = if slot > 0.0 { slot as u64 } else { 0 };
@@ -285,7 +303,7 @@ struct Shard {
     send_lag: RefCell<Histogram<u64>>,
 }
 
-fn nanos(duration: Duration) -> u64 {
+pub(crate) fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos())
         .unwrap_or(u64::MAX)
         .max(1)
