@@ -72,8 +72,12 @@ impl Server {
             let postman = postman.clone();
             let ready_tx = ready_tx.clone();
             let fd = listener.into_raw_fd();
-            let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .name(&format!("shard-{index}"))
+            let mut builder =
+                LocalExecutorBuilder::new(Placement::Fixed(cpu)).name(&format!("shard-{index}"));
+            if !config.spin_before_park.is_zero() {
+                builder = builder.spin_before_park(config.spin_before_park);
+            }
+            let executor = builder
                 .spawn(move || async move {
                     let config = Rc::new(config);
                     let store = Box::new(MemoryStore::new());
