@@ -371,7 +371,7 @@ fn client_close_is_echoed_then_eof(addr: SocketAddr, tag: &str) {
     c.send_text("before");
     assert_eq!(c.text(), "before");
     c.send_close(1000, "bye");
-    c.expect_close(1000);
+    assert_eq!(c.expect_close(1000), "bye", "the reason is echoed too");
     c.expect_eof();
     assert_eq!(closed_with(&id), Some(1000));
 

@@ -57,7 +57,7 @@
 //! # Closing
 //!
 //! * The peer sends a close: the loop stops delivering messages, drops unsent queued frames,
-//!   echoes the peer's code (or a close without status if it sent none), then closes like the
+//!   echoes the peer's code and reason (or a close without status if it sent none), then closes like the
 //!   HTTP loop does: shut down the write side and drain what the peer still sends, bounded by
 //!   [`super::LINGER_TIMEOUT`] and [`super::LINGER_BYTES_MAX`].
 //! * The session asks to close ([`WsSender::close`], or an `Err(WsClose)` from `on_message`):
@@ -780,9 +780,11 @@ fn decode_buffered(
             }
             Some(Message::Pong(payload)) => endpoint.session.on_pong(payload),
             Some(Message::Close(frame)) => {
-                let code = frame.map(|frame| frame.code);
-                tracing::debug!(?code, "WebSocket closed by the peer");
-                endpoint.shared.borrow_mut().start_close(code, "", true);
+                let code = frame.as_ref().map(|frame| frame.code);
+                let reason = frame.as_ref().map_or("", |frame| frame.reason);
+                tracing::debug!(?code, reason, "WebSocket closed by the peer");
+                // Echo the code and the reason, as common servers (and RivetKit's) do.
+                endpoint.shared.borrow_mut().start_close(code, reason, true);
             }
         }
         rb.consume(len);
