@@ -31,6 +31,13 @@ pub struct Config {
     /// request that arrives soon after the last one off that path, at the cost of up to this
     /// much CPU after each burst of work. Zero parks at once.
     pub spin_before_park: Duration,
+    /// How often the server pings each WebSocket (RivetKit connections and raw sockets). A
+    /// socket from which nothing (no message, no pong) arrived for a whole interval after a
+    /// ping is closed with 1011 `heartbeat_timeout`: a peer that vanished without closing
+    /// (a dead host, a dropped NAT mapping) is noticed within two intervals instead of holding
+    /// its connection, and receiving events, forever. RivetKit 2.0 sends no pings of its own;
+    /// every WebSocket client answers them. `None` disables the heartbeat.
+    pub ws_heartbeat: Option<Duration>,
     /// Limits of the RivetKit protocol layer.
     pub limits: Limits,
 }
@@ -56,6 +63,7 @@ impl Default for Config {
             read_timeout: Duration::from_secs(60),
             net_driver: NetDriver::Uring,
             spin_before_park: Duration::from_micros(100),
+            ws_heartbeat: Some(Duration::from_secs(30)),
             limits: Limits::default(),
         }
     }

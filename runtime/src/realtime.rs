@@ -25,8 +25,9 @@
 //! response. When the socket closes, `on_disconnect` runs and the connection (with its
 //! subscriptions) leaves the actor.
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use pinion_net::server::{WsClose, WsMessage, WsSender, WsSession};
 use pinion_net::ws::CLOSE_MESSAGE_TOO_BIG;
@@ -41,6 +42,65 @@ use crate::value::{self, ToServer, Value};
 
 /// The close code for a rejected or failed RivetKit connection (spec §8.6, §8.7).
 const CLOSE_INTERNAL: u16 = 1011;
+
+/// Whether a WebSocket's peer is still there: see [`crate::Config::ws_heartbeat`].
+pub(crate) struct Liveness {
+    sender: WsSender,
+    /// Something arrived since the last heartbeat tick.
+    seen: Cell<bool>,
+}
+
+impl Liveness {
+    fn seen(&self) {
+        self.seen.set(true);
+    }
+}
+
+/// The WebSockets of one shard, for the heartbeat. Sessions hold their [`Liveness`]; the list
+/// holds weak references, so a closed socket just drops out at the next tick.
+#[derive(Default)]
+pub(crate) struct Heartbeats {
+    sockets: RefCell<Vec<Weak<Liveness>>>,
+}
+
+impl Heartbeats {
+    fn watch(&self, sender: WsSender) -> Rc<Liveness> {
+        let liveness = Rc::new(Liveness {
+            sender,
+            seen: Cell::new(true),
+        });
+        self.sockets.borrow_mut().push(Rc::downgrade(&liveness));
+        liveness
+    }
+
+    /// One tick: pings every socket that showed life since the last tick, closes the others.
+    fn tick(&self) {
+        self.sockets.borrow_mut().retain(|weak| {
+            let Some(socket) = weak.upgrade() else {
+                return false;
+            };
+            if !socket.sender.is_open() {
+                return false;
+            }
+            if socket.seen.replace(false) {
+                let _ = socket.sender.ping(b"");
+                true
+            } else {
+                tracing::debug!("closing a WebSocket whose peer stopped answering");
+                let _ = socket.sender.close(CLOSE_INTERNAL, "heartbeat_timeout");
+                false
+            }
+        });
+    }
+
+    /// Ticks every `interval` until the shard stops.
+    pub(crate) async fn run(shard: Rc<Shard>, interval: Duration) {
+        loop {
+            sys::sleep(interval).await;
+            shard.heartbeats.tick();
+        }
+    }
+}
 
 /// A WebSocket upgrade to an actor, as the accepting shard parsed it; `Send`, so it can travel
 /// to the owning shard with the socket.
@@ -89,6 +149,7 @@ pub(crate) fn open(shard: &Rc<Shard>, request: WsRequest) -> Box<dyn WsSession> 
                 conn: None,
                 sender: None,
                 in_flight: Rc::new(Cell::new(0)),
+                liveness: None,
             })
         }
         WsKind::Raw {
@@ -129,7 +190,13 @@ pub(crate) fn open(shard: &Rc<Shard>, request: WsRequest) -> Box<dyn WsSession> 
                     return reject(&error);
                 }
             };
-            Box::new(RawSession { actor, conn, inner })
+            Box::new(RawSession {
+                shard: shard.clone(),
+                actor,
+                conn,
+                inner,
+                liveness: None,
+            })
         }
     }
 }
@@ -169,19 +236,28 @@ impl WsSession for Rejected {
 
 /// A raw WebSocket: the actor's session, plus the connection it holds in the actor.
 struct RawSession {
+    shard: Rc<Shard>,
     actor: Rc<dyn ActorObject>,
     conn: ConnKey,
     inner: Box<dyn WsSession>,
+    liveness: Option<Rc<Liveness>>,
 }
 
 impl WsSession for RawSession {
     fn on_open(&mut self, sender: WsSender) {
+        self.liveness = Some(self.shard.heartbeats.watch(sender.clone()));
         self.inner.on_open(sender)
     }
     fn on_message(&mut self, message: WsMessage<'_>) -> Result<(), WsClose> {
+        if let Some(liveness) = &self.liveness {
+            liveness.seen();
+        }
         self.inner.on_message(message)
     }
     fn on_pong(&mut self, payload: &[u8]) {
+        if let Some(liveness) = &self.liveness {
+            liveness.seen();
+        }
         self.inner.on_pong(payload)
     }
     fn on_close(&mut self, code: Option<u16>) {
@@ -201,6 +277,7 @@ struct RivetSession {
     sender: Option<WsSender>,
     /// Asynchronous actions of this connection still running.
     in_flight: Rc<Cell<usize>>,
+    liveness: Option<Rc<Liveness>>,
 }
 
 impl WsSession for RivetSession {
@@ -209,6 +286,7 @@ impl WsSession for RivetSession {
         match self.actor.clone().connect(params, Some(sender.clone())) {
             Ok((conn, conn_id)) => {
                 self.conn = Some(conn);
+                self.liveness = Some(self.shard.heartbeats.watch(sender.clone()));
                 let mut frame = Vec::with_capacity(128);
                 frame.extend_from_slice(b"{\"body\":{\"tag\":\"Init\",\"val\":{\"actorId\":\"");
                 frame.extend_from_slice(&self.actor.info().actor_id().to_hex());
@@ -226,7 +304,16 @@ impl WsSession for RivetSession {
         self.sender = Some(sender);
     }
 
+    fn on_pong(&mut self, _: &[u8]) {
+        if let Some(liveness) = &self.liveness {
+            liveness.seen();
+        }
+    }
+
     fn on_message(&mut self, message: WsMessage<'_>) -> Result<(), WsClose> {
+        if let Some(liveness) = &self.liveness {
+            liveness.seen();
+        }
         let (Some(conn), Some(sender)) = (self.conn, self.sender.clone()) else {
             // Rejected: the close is on its way.
             return Ok(());

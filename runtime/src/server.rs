@@ -87,6 +87,9 @@ impl Server {
                     let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
                     let listener = Listener::new(listener, shard.config.net_driver, index);
                     shard.set_adopter(listener.adopter());
+                    if let Some(interval) = shard.config.ws_heartbeat {
+                        sys::spawn(crate::realtime::Heartbeats::run(shard.clone(), interval));
+                    }
                     let gateway = Rc::new(Gateway {
                         shard: shard.clone(),
                     });

@@ -41,6 +41,8 @@ pub(crate) struct Shard {
     /// Serves a WebSocket moved here from another shard on this shard's network driver; set by
     /// the server once the driver exists.
     adopter: RefCell<Option<Adopter>>,
+    /// This shard's WebSockets, pinged by the heartbeat.
+    pub(crate) heartbeats: realtime::Heartbeats,
 }
 
 /// See [`Shard::set_adopter`].
@@ -80,6 +82,7 @@ impl Shard {
             metadata_json,
             scratch: RefCell::new(Vec::new()),
             adopter: RefCell::new(None),
+            heartbeats: realtime::Heartbeats::default(),
         };
         assert!(shard.index < shard.shard_count());
         shard

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pinion_runtime::{Config, NetDriver};
 use pinion_tests::ws::{
-    self, Frame, OP_BINARY, OP_CONTINUATION, OP_TEXT, Ws, client_frame, encode_uri_component,
+    self, Frame, Next, OP_BINARY, OP_CONTINUATION, OP_TEXT, Ws, client_frame, encode_uri_component,
     text_frame,
 };
 use pinion_tests::{Rivet, start_with, test_config};
@@ -996,4 +996,76 @@ fn two_shards_raw_rejected_and_dropped_sockets() {
             assert_dropped_socket_disconnected(&events);
         }
     });
+}
+
+/// The server pings every WebSocket each `ws_heartbeat`; a peer that answers (or sends anything)
+/// stays, one that stays silent for a whole interval after a ping is closed with 1011
+/// `heartbeat_timeout`, and its connection leaves the actor (onDisconnect runs).
+#[test]
+fn heartbeat_closes_silent_peers_and_keeps_live_ones() {
+    let interval = Duration::from_millis(150);
+    for shards in [1, 2] {
+        let server = start_with(Config {
+            shards: Some(shards),
+            ws_heartbeat: Some(interval),
+            ..test_config()
+        });
+        let addr = server.local_addr();
+        let mut http = Rivet::connect(addr);
+        let id = http.get_or_create("lifecycle", &format!("rt-heartbeat-{shards}"));
+        let mut silent = RivetWs::open(addr, &id, None);
+        let mut live = RivetWs::open(addr, &id, None);
+        // The live peer answers every ping, from the start, and outlives several intervals.
+        let live = thread::spawn(move || {
+            let until = Instant::now() + interval * 6;
+            let mut pings = 0;
+            while Instant::now() < until {
+                match live.ws.next(interval) {
+                    Next::Frame(Frame::Ping(payload)) => {
+                        live.ws.send_frame(true, 0xA, &payload);
+                        pings += 1;
+                    }
+                    Next::Frame(other) => panic!("unexpected frame {other:?}"),
+                    _ => {}
+                }
+            }
+            (live, pings)
+        });
+        let raw_id = http.get_or_create("echo", &format!("rt-heartbeat-echo-{shards}"));
+        let (_, mut raw_silent) = Ws::connect(addr, &format!("/gateway/{raw_id}/websocket/"), None);
+
+        // The silent peers get a ping, ignore it, and are closed a tick later.
+        assert_eq!(silent.ws.read(), Frame::Ping(Vec::new()));
+        assert_eq!(raw_silent.read(), Frame::Ping(Vec::new()));
+        assert_eq!(
+            silent.ws.expect_close(),
+            (Some(1011), "heartbeat_timeout".to_string())
+        );
+        assert_eq!(
+            raw_silent.expect_close(),
+            (Some(1011), "heartbeat_timeout".to_string())
+        );
+
+        let (mut live, pings) = live.join().unwrap();
+        assert!(pings >= 3, "only {pings} pings in 6 intervals");
+        let events = live.call_ok("events", json!([]));
+        let events: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "onCreate",
+                "onWake",
+                "onConnect",
+                "onConnect",
+                "onDisconnect"
+            ],
+            "the silent connection was disconnected, the live one was not"
+        );
+        server.stop().unwrap();
+    }
 }
