@@ -575,7 +575,8 @@ pub(crate) enum Output {
 }
 
 /// A running asynchronous action. On success it yields the tagged JSON of its output (`None` for
-/// `undefined`).
+/// `undefined`). The action's own code runs from the first poll on, so dropping a `Running` that
+/// was never polled runs none of it (how a refused call is undone).
 pub(crate) type Running = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, Failure>>>>;
 
 /// An action started on an actor.

@@ -370,12 +370,6 @@ impl RivetSession {
     ) {
         let limits = &self.shard.config.limits;
         let output_max = limits.action_output_bytes_max;
-        if self.in_flight.get() >= limits.conn_actions_in_flight_max {
-            let mut frame = Vec::new();
-            write_error(&mut frame, &RivetError::overloaded(), Some(id));
-            send_frame(sender, &frame);
-            return;
-        }
         let running = {
             let mut scratch = self.shard.scratch.borrow_mut();
             scratch.clear();
@@ -400,6 +394,14 @@ impl RivetSession {
                 Started::Running(future) => future,
             }
         };
+        if self.in_flight.get() >= limits.conn_actions_in_flight_max {
+            // Refused before its first poll, so none of the action's code ran.
+            drop(running);
+            let mut frame = Vec::new();
+            write_error(&mut frame, &RivetError::overloaded(), Some(id));
+            send_frame(sender, &frame);
+            return;
+        }
         let in_flight = self.in_flight.clone();
         in_flight.set(in_flight.get() + 1);
         let sender = sender.clone();

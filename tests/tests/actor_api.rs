@@ -259,3 +259,90 @@ fn a_closed_connection_does_not_disturb_a_running_action() {
     assert_eq!(b.call(&id, "getCount", json!([])), 1);
     server.stop().unwrap();
 }
+
+/// Over a RivetKit connection: asynchronous actions run concurrently and answer in completion
+/// order (matched by id), a synchronous action answers while they await, `()` is an
+/// `ActionResponse` without `output`, errors of async actions keep their code, the transform
+/// hook runs over WebSocket too, and beyond `conn_actions_in_flight_max` running async actions a
+/// call gets `actor/overloaded` at once while the others still complete.
+#[test]
+fn async_actions_over_a_connection() {
+    use pinion_tests::ws::{Ws, text_frame};
+
+    for shards in [1, 2] {
+        let mut config = test_config();
+        config.shards = Some(shards);
+        config.limits.conn_actions_in_flight_max = 3;
+        let registry = Registry::new().register::<Gate>().register::<Wrapper>();
+        let server = Server::start(registry, config).unwrap();
+        let addr = server.local_addr();
+        let mut rivet = Rivet::connect(addr);
+        let id = rivet.get_or_create("gate", &format!("ws-async-{shards}"));
+        let (_, mut ws) = Ws::connect(
+            addr,
+            &format!("/gateway/{id}/connect"),
+            Some("rivet,rivet_encoding.json"),
+        );
+        assert_eq!(ws.read_json()["body"]["tag"], "Init");
+        let request = |id: u64, name: &str, args: serde_json::Value| {
+            text_frame(
+                &json!({"body": {"tag": "ActionRequest", "val": {
+                    "id": ["$BigInt", id.to_string()], "name": name, "args": args}}})
+                .to_string(),
+            )
+        };
+        // Three slow ones (the limit), a fourth refused, then a sync one and two quick async.
+        let mut burst = Vec::new();
+        burst.extend(request(0, "slowIncrement", json!([300])));
+        burst.extend(request(1, "slowIncrement", json!([200])));
+        burst.extend(request(2, "slowIncrement", json!([100])));
+        burst.extend(request(3, "slowIncrement", json!([1])));
+        burst.extend(request(4, "getCount", json!([])));
+        ws.write_raw(&burst);
+        let refused = ws.read_json();
+        assert_eq!(refused["body"]["tag"], "Error", "{refused}");
+        assert_eq!(refused["body"]["val"]["code"], "overloaded");
+        assert_eq!(refused["body"]["val"]["actionId"], json!(["$BigInt", "3"]));
+        assert_eq!(
+            ws.read_json(),
+            json!({"body": {"tag": "ActionResponse", "val": {"id": ["$BigInt", "4"], "output": 0}}}),
+            "the sync action answers while the async ones await"
+        );
+        // Completion order, not request order.
+        for (id, count) in [(2, 1), (1, 2), (0, 3)] {
+            assert_eq!(
+                ws.read_json(),
+                json!({"body": {"tag": "ActionResponse", "val": {"id": ["$BigInt", id.to_string()], "output": count}}})
+            );
+        }
+        // Room again: undefined output, and an async UserError with its metadata.
+        ws.write_raw(&request(5, "nothing", json!([])));
+        assert_eq!(
+            ws.read_json(),
+            json!({"body": {"tag": "ActionResponse", "val": {"id": ["$BigInt", "5"]}}})
+        );
+        ws.write_raw(&request(6, "userErrorAsync", json!([])));
+        let error = ws.read_json();
+        assert_eq!(error["body"]["val"]["code"], "async_nope", "{error}");
+        assert_eq!(error["body"]["val"]["metadata"], json!({"n": 1}));
+        ws.write_raw(&request(7, "panicAsync", json!([])));
+        let error = ws.read_json();
+        assert_eq!(error["body"]["val"]["code"], "internal_error", "{error}");
+        assert!(!error.to_string().contains("secret"));
+
+        // The transform hook over WebSocket, for an async action.
+        let wrapper = rivet.get_or_create("wrapper", &format!("ws-wrap-{shards}"));
+        let (_, mut ws) = Ws::connect(
+            addr,
+            &format!("/gateway/{wrapper}/connect"),
+            Some("rivet,rivet_encoding.json"),
+        );
+        assert_eq!(ws.read_json()["body"]["tag"], "Init");
+        ws.write_raw(&request(0, "later", json!([21])));
+        assert_eq!(
+            ws.read_json()["body"]["val"]["output"],
+            json!({"action": "later", "args": 1, "output": 42, "seen": 1})
+        );
+        server.stop().unwrap();
+    }
+}
