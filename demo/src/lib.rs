@@ -1,11 +1,11 @@
 //! The reference actor set of `shared/reference` (RivetKit 2.0.33), written against Pinion's
 //! actor API. Names, actions and observable behaviour match `reference-server/actors.js`; actors
-//! whose features Pinion does not have yet (schedules, sleep, destroy, actor-to-actor calls)
-//! join as those features land.
+//! whose features Pinion does not have yet (schedules, sleep, destroy) join as those features
+//! land.
 
 use pinion_runtime::{
     ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, RawRequest, RawResponse,
-    Registry, Rest, UserError, Value, WsClose, WsMessage, WsSender, WsSession, value,
+    Registry, Rest, UserError, Value, WsClose, WsMessage, WsSender, WsSession, join_all, value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,8 @@ pub fn registry() -> Registry {
         .register::<ChatRoom>()
         .register::<Echo>()
         .register::<Lifecycle>()
+        .register::<Coordinator>()
+        .register::<Worker>()
 }
 
 /// `counter`: `{count}`; `increment(amount = 1)` returns the new count and broadcasts it as
@@ -405,5 +407,131 @@ impl Actor for Lifecycle {
         // Outputs are encoded before the ephemeral connection's on_disconnect runs, so this is
         // the snapshot the reference returns.
         actions.action("events", |c, ()| Ok(c.state.events.clone()));
+    }
+}
+
+/// `coordinator`: `startJob(tasks)` has a `worker` per task process it (workers live on every
+/// shard) and awaits them all; each worker calls back `reportResult` on this coordinator while
+/// `startJob` is still running, which needs re-entrant actions.
+pub struct Coordinator;
+
+#[derive(Default)]
+pub struct CoordinatorState {
+    /// Results by task id, in report order (a JS object keeps insertion order).
+    pub results: value::Map,
+}
+
+/// A task as the client sends it: `{id, value}`.
+#[derive(Serialize, Deserialize)]
+struct Task {
+    id: Value,
+    value: Value,
+}
+
+impl Actor for Coordinator {
+    const NAME: &'static str = "coordinator";
+    type State = CoordinatorState;
+    type Vars = ();
+    type ConnState = ();
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<CoordinatorState> {
+        Ok(CoordinatorState::default())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &CoordinatorState) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action_async("startJob", |c, (tasks,): (Vec<Value>,)| async move {
+                let client = c.client();
+                let my_key = c.key().to_vec();
+                let calls = tasks.iter().map(|task| {
+                    let worker = client.get_or_create("worker", [task_id(task)]);
+                    let my_key = &my_key;
+                    async move { worker.call::<Value>("process", (task, my_key)).await }
+                });
+                let acks = join_all(calls).await;
+                acks.into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ActionError::from)
+            })
+            .action("reportResult", |c, (task_id, result): (Value, Value)| {
+                c.state.results.insert(js_key(&task_id), result);
+                Ok(true)
+            })
+            .action("results", |c, ()| {
+                Ok(Value::Object(c.state.results.clone()))
+            });
+    }
+}
+
+/// `worker`: `process(task, coordinatorKey)` doubles `task.value`, reports it to the
+/// coordinator, and returns `{id, worker, result}`.
+pub struct Worker;
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    id: &'a Value,
+    worker: &'a [String],
+    result: Value,
+}
+
+impl Actor for Worker {
+    const NAME: &'static str = "worker";
+    type State = i64;
+    type Vars = ();
+    type ConnState = ();
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<i64> {
+        Ok(0)
+    }
+
+    fn create_vars(_: &ActorInfo, _: &i64) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action_async(
+                "process",
+                |c, (task, coordinator_key): (Task, Vec<String>)| async move {
+                    c.state_mut(|processed| *processed += 1);
+                    // JS `task.value * 2`: numbers double, anything else is NaN (null in JSON).
+                    let result = match (task.value.as_i64(), task.value.as_f64()) {
+                        (Some(int), _) => match int.checked_mul(2) {
+                            Some(doubled) => Value::from(doubled),
+                            None => Value::from(int as f64 * 2.0),
+                        },
+                        (None, Some(number)) => Value::from(number * 2.0),
+                        (None, None) => Value::Null,
+                    };
+                    c.client()
+                        .get_or_create("coordinator", coordinator_key)
+                        .call::<Value>("reportResult", (&task.id, &result))
+                        .await?;
+                    Ok(value::to_value(&Ack {
+                        id: &task.id,
+                        worker: c.key(),
+                        result,
+                    })?)
+                },
+            )
+            .action("processedCount", |c, ()| Ok(*c.state));
+    }
+}
+
+/// The worker key of a task: its id as JS's `String()` would print it.
+fn task_id(task: &Value) -> String {
+    task.get("id").map_or_else(|| "undefined".into(), js_key)
+}
+
+/// A value used as an object key or key part, as JS converts it to a string.
+fn js_key(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "null".into(),
+        other => {
+            let mut json = Vec::new();
+            let _ = value::write_tagged(&mut json, other);
+            String::from_utf8_lossy(&json).into_owned()
+        }
     }
 }

@@ -102,6 +102,7 @@ use serde::de::DeserializeOwned;
 
 use pinion_net::server::{WsSender, WsSession};
 
+use crate::client::Client;
 use crate::conn::{Conn, ConnId, ConnKey, Conns};
 use crate::placement::ActorId;
 use crate::value::{self, ArgList, Value};
@@ -437,6 +438,12 @@ impl<A: Actor> ActionCtx<'_, A> {
     pub fn broadcast(&self, name: &str, args: impl Serialize) -> ActionResult<()> {
         broadcast(self.cell, name, args)
     }
+
+    /// A client for calling other actors (RivetKit's `c.client()`); calls are asynchronous, so
+    /// use it from asynchronous actions (or move it into a spawned task).
+    pub fn client(&self) -> Client {
+        self.cell.client.clone()
+    }
 }
 
 fn broadcast<A: Actor>(cell: &ActorCell<A>, name: &str, args: impl Serialize) -> ActionResult<()> {
@@ -520,6 +527,11 @@ impl<A: Actor> Ctx<A> {
     /// Sends event `name` to every connection subscribed to it; see [`ActionCtx::broadcast`].
     pub fn broadcast(&self, name: &str, args: impl Serialize) -> ActionResult<()> {
         broadcast(&self.cell, name, args)
+    }
+
+    /// A client for calling other actors (RivetKit's `c.client()`); see [`crate::client`].
+    pub fn client(&self) -> Client {
+        self.cell.client.clone()
     }
 }
 
@@ -809,11 +821,16 @@ pub(crate) struct ActorCell<A: Actor> {
     vars: RefCell<A::Vars>,
     conns: RefCell<Conns<A>>,
     actions: Rc<Actions<A>>,
+    client: Client,
+    /// Asynchronous actions of this actor still running.
+    pending: std::cell::Cell<usize>,
 }
 
 /// A live actor of any type, as the shard holds it.
 pub(crate) trait ActorObject {
     fn info(&self) -> &ActorInfo;
+    /// How many asynchronous actions of this actor are running (see `Limits::actor_pending_max`).
+    fn pending(&self) -> &std::cell::Cell<usize>;
     /// Starts action `name` for connection `conn`. For a synchronous action, the output is
     /// written to `out`.
     fn start(
@@ -856,6 +873,10 @@ pub(crate) trait ActorObject {
 impl<A: Actor> ActorObject for ActorCell<A> {
     fn info(&self) -> &ActorInfo {
         &self.info
+    }
+
+    fn pending(&self) -> &std::cell::Cell<usize> {
+        &self.pending
     }
 
     fn request(
@@ -945,7 +966,12 @@ impl<A: Actor> ActorObject for ActorCell<A> {
 /// start from the [`crate::Registry`].
 pub(crate) trait ActorType {
     fn name(&self) -> &'static str;
-    fn create(&self, info: ActorInfo, input: Option<Value>) -> ActionResult<Rc<dyn ActorObject>>;
+    fn create(
+        &self,
+        info: ActorInfo,
+        input: Option<Value>,
+        client: Client,
+    ) -> ActionResult<Rc<dyn ActorObject>>;
 }
 
 pub(crate) struct TypeOf<A: Actor> {
@@ -970,7 +996,12 @@ impl<A: Actor> ActorType for TypeOf<A> {
         A::NAME
     }
 
-    fn create(&self, info: ActorInfo, input: Option<Value>) -> ActionResult<Rc<dyn ActorObject>> {
+    fn create(
+        &self,
+        info: ActorInfo,
+        input: Option<Value>,
+        client: Client,
+    ) -> ActionResult<Rc<dyn ActorObject>> {
         let built = catch_unwind(AssertUnwindSafe(|| {
             let state = A::create_state(&info, input)?;
             let vars = A::create_vars(&info, &state);
@@ -986,6 +1017,8 @@ impl<A: Actor> ActorType for TypeOf<A> {
             vars: RefCell::new(vars),
             conns: RefCell::new(Conns::default()),
             actions: self.actions.clone(),
+            client,
+            pending: std::cell::Cell::new(0),
         });
         with_ctx(&cell, ConnKey::NONE, A::on_create)??;
         with_ctx(&cell, ConnKey::NONE, A::on_wake)??;

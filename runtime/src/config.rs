@@ -89,6 +89,14 @@ pub struct Limits {
     pub conn_actions_in_flight_max: usize,
     /// Events one connection may subscribe to; more close it with 1011.
     pub conn_subscriptions_max: usize,
+    /// Asynchronous actions one actor may have running (from every connection, stateless call
+    /// and actor-to-actor call together); more get `actor/overloaded` at once instead of
+    /// queueing without bound.
+    pub actor_pending_max: usize,
+    /// The deadline of an action call (RivetKit's `actionTimeout`, 60 s): a stateless call or a
+    /// call from another actor whose action has not answered by then fails with
+    /// `action/timed_out`; the action is cancelled at its next await and a late reply dropped.
+    pub action_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -101,6 +109,8 @@ impl Default for Limits {
             actor_ids_max: 32,
             conn_actions_in_flight_max: 4096,
             conn_subscriptions_max: 1024,
+            actor_pending_max: 10_000,
+            action_timeout: Duration::from_secs(60),
         }
     }
 }

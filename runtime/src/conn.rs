@@ -321,19 +321,9 @@ fn write_event(out: &mut Vec<u8>, name: &str, args: &impl Serialize) -> ActionRe
     out.extend_from_slice(b"{\"body\":{\"tag\":\"Event\",\"val\":{\"name\":");
     write_json_str(out, name);
     out.extend_from_slice(b",\"args\":");
-    let start = out.len();
-    value::write_tagged(out, args).map_err(|error| {
+    value::write_args(out, args).map_err(|error| {
         ActionError::internal(format!("the event's arguments do not serialize: {error}"))
     })?;
-    // A tuple or array is the argument list; anything else (including a tagged scalar such as
-    // `["$BigInt","1"]`, but not an escaped user array `["$$x",…]`) is the one argument.
-    let written = &out[start..];
-    let is_tag = written.starts_with(b"[\"$") && !written.starts_with(b"[\"$$");
-    let is_list = written.starts_with(b"[") && !is_tag;
-    if !is_list {
-        out.insert(start, b'[');
-        out.push(b']');
-    }
     out.extend_from_slice(b"}}}");
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! * [`sys`] is the one seam for nondeterminism (clock, timers, spawning, randomness).
 
 pub mod actor;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod key;
@@ -27,6 +28,7 @@ pub use actor::{
     ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, FromArgs, RawRequest,
     RawResponse, Rest, UserError,
 };
+pub use client::{ActorHandle, CallError, Client, join_all};
 pub use config::{Config, Limits, NetDriver};
 pub use conn::{Conn, ConnId, Conns};
 /// The raw WebSocket API for [`Actor::on_websocket`], from `pinion-net`.

@@ -15,6 +15,7 @@ use pinion_net::ws::Protocols;
 use serde::Deserialize;
 
 use crate::actor::{ActionError, ActorObject, Failure, Output, RawRequest, RawResponse, Started};
+use crate::client::{self, CallTarget};
 use crate::conn::ConnKey;
 use crate::key;
 use crate::mailbox::Message;
@@ -22,6 +23,7 @@ use crate::placement::ActorId;
 use crate::realtime::{self, WsKind, WsRequest};
 use crate::registry::Registry;
 use crate::shard::{Create, Shard};
+use crate::sys;
 use crate::value::{self, Value, write_json_str};
 
 const JSON_HEADERS: &[(&str, &[u8])] = &[
@@ -128,6 +130,15 @@ impl RivetError {
         RivetError::new(400, "params", "invalid", "Invalid connection params.")
     }
 
+    pub(crate) fn timed_out() -> RivetError {
+        RivetError::new(
+            400,
+            "action",
+            "timed_out",
+            "The action did not answer before its deadline.",
+        )
+    }
+
     pub(crate) fn outgoing_too_long() -> RivetError {
         RivetError::new(
             400,
@@ -205,6 +216,12 @@ pub(crate) enum Forwarded {
         name: String,
         body: Vec<u8>,
         params: Value,
+    },
+    /// An actor-to-actor call (`c.client()`): resolve the target and run the action.
+    Call {
+        target: CallTarget,
+        action: String,
+        body: Vec<u8>,
     },
     /// `/gateway/{id}/request/{path}`: raw HTTP for the actor's `on_request`.
     Raw {
@@ -351,6 +368,11 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
             mut body,
             params,
         } => action(shard, id, &name, &mut body, params, &mut reply).await,
+        Forwarded::Call {
+            target,
+            action,
+            body,
+        } => return client::run(shard, target, &action, body).await,
         Forwarded::Raw {
             id,
             request,
@@ -372,6 +394,22 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
         }
     }
     reply
+}
+
+/// Counts an asynchronous action in its actor's [`ActorObject::pending`] while it runs.
+pub(crate) struct Pending(Rc<dyn ActorObject>);
+
+impl Pending {
+    pub(crate) fn count(actor: &Rc<dyn ActorObject>) -> Pending {
+        actor.pending().set(actor.pending().get() + 1);
+        Pending(actor.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending().set(self.0.pending().get() - 1);
+    }
 }
 
 /// The `x-rivet-conn-params` of a stateless request, `null` when absent.
@@ -868,6 +906,18 @@ fn resolve(
     }
 }
 
+/// [`action`] for callers elsewhere in the crate (actor-to-actor calls).
+pub(crate) async fn run_action(
+    shard: &Rc<Shard>,
+    id: ActorId,
+    name: &str,
+    body: &mut [u8],
+    params: Value,
+    sink: &mut Reply,
+) {
+    action(shard, id, name, body, params, sink).await
+}
+
 /// Runs action `name` of actor `id` on the owning shard and writes `{"output": ...}` or the error.
 async fn action(
     shard: &Rc<Shard>,
@@ -904,7 +954,20 @@ async fn action(
             Started::Running(future) => future,
         }
     };
-    match running.await {
+    if actor.pending().get() >= shard.config.limits.actor_pending_max {
+        // Refused before its first poll, so none of the action's code ran.
+        return sink.error(&RivetError::overloaded());
+    }
+    let _pending = Pending::count(&actor);
+    let deadline = async {
+        sys::sleep(shard.config.limits.action_timeout).await;
+        None
+    };
+    let Some(result) = futures_lite::future::or(async { Some(running.await) }, deadline).await
+    else {
+        return sink.error(&RivetError::timed_out());
+    };
+    match result {
         Ok(Some(encoded)) => write_output(sink, Output::Written, &encoded, limit),
         Ok(None) => write_output(sink, Output::Undefined, &[], limit),
         Err(failure) => write_failure(sink, actor.info().name(), name, failure),

@@ -35,7 +35,7 @@ use pinion_net::ws::CLOSE_MESSAGE_TOO_BIG;
 use crate::actor::{ActorObject, Output, RawRequest, Started};
 use crate::conn::ConnKey;
 use crate::placement::ActorId;
-use crate::protocol::{RivetError, failure_error, log_internal};
+use crate::protocol::{Pending, RivetError, failure_error, log_internal};
 use crate::shard::Shard;
 use crate::sys;
 use crate::value::{self, ToServer, Value};
@@ -394,7 +394,9 @@ impl RivetSession {
                 Started::Running(future) => future,
             }
         };
-        if self.in_flight.get() >= limits.conn_actions_in_flight_max {
+        if self.in_flight.get() >= limits.conn_actions_in_flight_max
+            || self.actor.pending().get() >= limits.actor_pending_max
+        {
             // Refused before its first poll, so none of the action's code ran.
             drop(running);
             let mut frame = Vec::new();
@@ -404,13 +406,25 @@ impl RivetSession {
         }
         let in_flight = self.in_flight.clone();
         in_flight.set(in_flight.get() + 1);
+        let pending = Pending::count(&self.actor);
         let sender = sender.clone();
         let actor_name = self.actor.info().name();
         let action = name.to_string();
+        let timeout = limits.action_timeout;
         sys::spawn(async move {
-            let result = running.await;
+            let deadline = async {
+                sys::sleep(timeout).await;
+                None
+            };
+            let result = futures_lite::future::or(async { Some(running.await) }, deadline).await;
             in_flight.set(in_flight.get() - 1);
+            drop(pending);
             let mut frame = Vec::new();
+            let Some(result) = result else {
+                write_error(&mut frame, &RivetError::timed_out(), Some(id));
+                send_frame(&sender, &frame);
+                return;
+            };
             match result {
                 Ok(output) => write_result(
                     &mut frame,

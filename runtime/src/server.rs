@@ -81,7 +81,7 @@ impl Server {
                 .spawn(move || async move {
                     let config = Rc::new(config);
                     let store = Box::new(MemoryStore::new());
-                    let shard = Rc::new(Shard::new(index, config, &registry, postman, store));
+                    let shard = Shard::new(index, config, &registry, postman, store);
                     // SAFETY: `fd` is a listening socket we own (from `into_raw_fd` above) and
                     // nothing else holds it.
                     let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };

@@ -14,6 +14,7 @@ use pinion_net::server::{Detached, WsSession};
 use pinion_storage::{ActorRecord, Store};
 
 use crate::actor::{ActorInfo, ActorObject, ActorType};
+use crate::client::Client;
 use crate::config::Config;
 use crate::mailbox::{Mailbox, Message, Postman, Token};
 use crate::placement::ActorId;
@@ -24,6 +25,8 @@ use crate::sys;
 use crate::value::Value;
 
 pub(crate) struct Shard {
+    /// This shard, for the clients its actors hold (weak: actors live inside the shard).
+    me: std::rc::Weak<Shard>,
     pub(crate) index: usize,
     pub(crate) config: Rc<Config>,
     pub(crate) postman: Postman,
@@ -61,7 +64,7 @@ impl Shard {
         registry: &Registry,
         postman: Postman,
         mut store: Box<dyn Store>,
-    ) -> Shard {
+    ) -> Rc<Shard> {
         let types = registry.instantiate();
         let directory: HashMap<ActorId, ActorRecord> = store
             .load_directory()
@@ -70,7 +73,8 @@ impl Shard {
             .map(|record| (ActorId(record.id), record))
             .collect();
         let metadata_json = protocol::metadata_json(registry);
-        let shard = Shard {
+        let shard = Rc::new_cyclic(|me| Shard {
+            me: me.clone(),
             index,
             config,
             postman,
@@ -83,7 +87,7 @@ impl Shard {
             scratch: RefCell::new(Vec::new()),
             adopter: RefCell::new(None),
             heartbeats: realtime::Heartbeats::default(),
-        };
+        });
         assert!(shard.index < shard.shard_count());
         shard
     }
@@ -163,7 +167,10 @@ impl Shard {
             key: record.key.clone(),
             id,
         };
-        let instance = actor_type.create(info, input).map_err(|error| {
+        let client = Client {
+            shard: self.me.clone(),
+        };
+        let instance = actor_type.create(info, input, client).map_err(|error| {
             protocol::log_internal("create_state", name, &error);
             RivetError::from_action(error)
         })?;

@@ -50,7 +50,7 @@ pub use de::{
 };
 pub use dynamic::{Map, Value};
 pub use error::Error;
-pub use ser::{write_json_str, write_tagged};
+pub use ser::{write_args, write_json_str, write_tagged};
 
 /// Deepest container nesting accepted inside one JSON value (an argument, or a
 /// bare value), so that recursive decoding of hostile input can never exhaust

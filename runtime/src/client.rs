@@ -1,0 +1,374 @@
+//! Calling actors from inside actions (RivetKit's `c.client()`).
+//!
+//! ```ignore
+//! let client = c.client();
+//! let ack: Ack = client
+//!     .get_or_create("worker", [task.id.as_str()])
+//!     .call("process", (&task, c.key()))
+//!     .await?;
+//! ```
+//!
+//! A call names its target by type name and key (get, getOrCreate with an optional input,
+//! create) or by id, and carries the action's arguments as tagged JSON, exactly like a stateless
+//! call from outside: resolution and the action run on the owning shard in one step, with an
+//! ephemeral connection (so the callee's connect hooks run, as for any RivetKit client), and the
+//! answer is the output or the error. When the owner is this shard the call runs right here,
+//! with no message; otherwise it is one [`Forwarded::Call`] to the owner and one reply back.
+//!
+//! Errors: a [`UserError`] of the callee comes back as a [`CallError`] with group `user` and its
+//! code, message and metadata, and `?` turns it into the same `UserError` for the caller's own
+//! client. Every other failure (internal errors, masked as for external clients; overload;
+//! `action/timed_out` when the call's deadline, [`crate::Limits::action_timeout`], passes; a
+//! missing actor or action) is a `CallError` with its group and code, which `?` turns into an
+//! internal error of the caller.
+//!
+//! Re-entrancy: the caller's action awaits the reply, and other actions of the caller's actor run
+//! meanwhile (including calls back into it, from any shard), so call chains and cycles complete.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::Poll;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::actor::{ActionError, UserError};
+use crate::key;
+use crate::placement::ActorId;
+use crate::protocol::{self, Forwarded, Reply, RivetError};
+use crate::shard::{Create, Shard};
+use crate::sys;
+use crate::value::{self, Value};
+
+/// Calls other actors from an action; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) shard: Weak<Shard>,
+}
+
+impl Client {
+    /// The existing actor `name` with `key` (RivetKit's `get`): calls fail with
+    /// `actor/not_found` if there is none.
+    pub fn get(&self, name: &str, key: impl KeyParts) -> ActorHandle {
+        self.handle(name, key, Create::Never, None)
+    }
+
+    /// The actor `name` with `key`, created on first use (RivetKit's `getOrCreate`).
+    pub fn get_or_create(&self, name: &str, key: impl KeyParts) -> ActorHandle {
+        self.handle(name, key, Create::IfAbsent, None)
+    }
+
+    /// Like [`Client::get_or_create`], with the creation input used if this call creates it.
+    pub fn get_or_create_with_input(
+        &self,
+        name: &str,
+        key: impl KeyParts,
+        input: Value,
+    ) -> ActorHandle {
+        self.handle(name, key, Create::IfAbsent, Some(input))
+    }
+
+    /// A new actor `name` with `key` (RivetKit's `create`): the first call creates it and
+    /// fails with `actor/duplicate_key` if it exists; later calls through the same handle reach
+    /// the created actor.
+    pub fn create(&self, name: &str, key: impl KeyParts, input: Option<Value>) -> ActorHandle {
+        self.handle(name, key, Create::Always, input)
+    }
+
+    /// The actor with id `id` (RivetKit's `getForId`).
+    pub fn get_for_id(&self, name: &str, id: ActorId) -> ActorHandle {
+        ActorHandle {
+            client: self.clone(),
+            target: CallTarget::Id {
+                name: name.to_string(),
+                id,
+            },
+            created: std::cell::Cell::new(false),
+        }
+    }
+
+    fn handle(
+        &self,
+        name: &str,
+        key: impl KeyParts,
+        create: Create,
+        input: Option<Value>,
+    ) -> ActorHandle {
+        ActorHandle {
+            client: self.clone(),
+            target: CallTarget::Key {
+                name: name.to_string(),
+                key: key.into_parts(),
+                create,
+                input,
+            },
+            created: std::cell::Cell::new(false),
+        }
+    }
+}
+
+/// Anything that names the parts of an actor key: `["a", "b"]`, `&["a"]`, `Vec<String>`,
+/// `&[String]`.
+pub trait KeyParts {
+    fn into_parts(self) -> Vec<String>;
+}
+
+impl<S: AsRef<str>, const N: usize> KeyParts for [S; N] {
+    fn into_parts(self) -> Vec<String> {
+        self.iter().map(|s| s.as_ref().to_string()).collect()
+    }
+}
+
+impl<S: AsRef<str>> KeyParts for &[S] {
+    fn into_parts(self) -> Vec<String> {
+        self.iter().map(|s| s.as_ref().to_string()).collect()
+    }
+}
+
+impl KeyParts for Vec<String> {
+    fn into_parts(self) -> Vec<String> {
+        self
+    }
+}
+
+/// Which actor a call goes to, as it travels to the owning shard.
+#[derive(Clone, Debug)]
+pub(crate) enum CallTarget {
+    Key {
+        name: String,
+        key: Vec<String>,
+        create: Create,
+        input: Option<Value>,
+    },
+    Id {
+        name: String,
+        id: ActorId,
+    },
+}
+
+impl CallTarget {
+    fn id(&self) -> ActorId {
+        match self {
+            CallTarget::Key { name, key, .. } => ActorId::derive(name, &key::serialize(key)),
+            CallTarget::Id { id, .. } => *id,
+        }
+    }
+}
+
+/// One target actor; see [`Client`].
+pub struct ActorHandle {
+    client: Client,
+    target: CallTarget,
+    /// A `create` handle whose actor exists now: later calls just reach it.
+    created: std::cell::Cell<bool>,
+}
+
+impl ActorHandle {
+    /// The target's id (derived from name and key, or given).
+    pub fn id(&self) -> ActorId {
+        self.target.id()
+    }
+
+    /// Calls `action` with `args` (a tuple: `(a, b)`; `()` for none) and decodes its output into
+    /// `R` (`Value` for anything; `()` or `Option<T>` where the action returns undefined).
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        action: &str,
+        args: impl Serialize,
+    ) -> Result<R, CallError> {
+        let shard = self.client.shard.upgrade().ok_or_else(CallError::stopped)?;
+        let mut body = Vec::with_capacity(64);
+        body.extend_from_slice(b"{\"args\":");
+        value::write_args(&mut body, &args).map_err(|error| {
+            CallError::internal(format!("the arguments do not serialize: {error}"))
+        })?;
+        body.push(b'}');
+        let mut target = self.target.clone();
+        if let CallTarget::Key { create, .. } = &mut target
+            && *create == Create::Always
+            && self.created.get()
+        {
+            *create = Create::Never;
+        }
+        let owner = target.id().shard(shard.shard_count());
+        let timeout = shard.config.limits.action_timeout;
+        let call = async {
+            if owner == shard.index {
+                run(&shard, target, action, body).await
+            } else {
+                let call = Forwarded::Call {
+                    target,
+                    action: action.to_string(),
+                    body,
+                };
+                shard.forward(owner, call).await
+            }
+        };
+        let deadline = async {
+            sys::sleep(timeout).await;
+            Reply::error(&RivetError::timed_out())
+        };
+        let reply = futures_lite::future::or(call, deadline).await;
+        if reply.status == 200 {
+            self.created.set(true);
+        }
+        decode(reply)
+    }
+}
+
+/// Runs a call on the owning shard: resolves the target, then runs the action as a stateless
+/// call with an ephemeral connection. The reply is what a stateless HTTP call would answer.
+pub(crate) async fn run(
+    shard: &Rc<Shard>,
+    target: CallTarget,
+    action: &str,
+    mut body: Vec<u8>,
+) -> Reply {
+    let id = match target {
+        CallTarget::Key {
+            name,
+            key,
+            create,
+            input,
+        } => match shard.resolve(&name, key, input, create) {
+            Err(error) => return Reply::error(&error),
+            Ok(None) => {
+                return Reply::error(&RivetError::actor_not_found(&format!(
+                    "no {name} with that key"
+                )));
+            }
+            Ok(Some(resolved)) => ActorId(resolved.record.id),
+        },
+        CallTarget::Id { name, id } => match shard.record(id) {
+            Some(record) if record.name == name => id,
+            _ => return Reply::error(&RivetError::actor_not_found(&id.to_string())),
+        },
+    };
+    let mut reply = Reply::error(&RivetError::internal());
+    protocol::run_action(shard, id, action, &mut body, Value::Null, &mut reply).await;
+    reply
+}
+
+/// Turns a stateless reply (`{"output": …}`, `{}`, or an error body) into the caller's result.
+fn decode<R: DeserializeOwned>(mut reply: Reply) -> Result<R, CallError> {
+    if reply.status != 200 {
+        return Err(CallError::from_body(&mut reply.body));
+    }
+    let body = &mut reply.body[..];
+    if !(body.starts_with(b"{\"output\":") && body.len() > 11) {
+        // `{}`: the action returned undefined.
+        return value::parse_tagged::<R>(&mut b"null".to_vec()).map_err(undecodable);
+    }
+    let end = body.len() - 1;
+    value::parse_tagged::<R>(&mut body[10..end]).map_err(undecodable)
+}
+
+fn undecodable(error: value::Error) -> CallError {
+    CallError::internal(format!(
+        "the output does not decode into the expected type: {error}"
+    ))
+}
+
+/// Why a call to another actor failed: the callee's error as its clients would see it (group,
+/// code, message, metadata), or the call's own failure (`action/timed_out`, `actor/overloaded`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallError {
+    pub group: String,
+    pub code: String,
+    pub message: String,
+    pub metadata: Option<Value>,
+}
+
+impl CallError {
+    fn internal(message: String) -> CallError {
+        CallError {
+            group: "internal".into(),
+            code: "internal_error".into(),
+            message,
+            metadata: None,
+        }
+    }
+
+    fn stopped() -> CallError {
+        CallError::internal("the shard is stopping".into())
+    }
+
+    fn from_body(body: &mut [u8]) -> CallError {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            group: String,
+            code: String,
+            message: String,
+            #[serde(default)]
+            metadata: Option<Value>,
+        }
+        match value::parse_tagged::<Body>(body) {
+            Ok(body) => CallError {
+                group: body.group,
+                code: body.code,
+                message: body.message,
+                metadata: body.metadata,
+            },
+            Err(error) => CallError::internal(format!("undecodable error reply: {error}")),
+        }
+    }
+
+    /// Whether this is the callee's [`UserError`].
+    pub fn is_user(&self) -> bool {
+        self.group == "user"
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}: {}", self.group, self.code, self.message)
+    }
+}
+
+impl From<CallError> for ActionError {
+    /// A callee's `UserError` stays one (its client sees the same code, message and metadata);
+    /// anything else is an internal error of the caller (logged, masked for its client).
+    fn from(error: CallError) -> ActionError {
+        if error.is_user() {
+            ActionError::User(UserError {
+                code: error.code,
+                message: error.message,
+                metadata: error.metadata,
+            })
+        } else {
+            ActionError::internal(format!("a call to another actor failed: {error}"))
+        }
+    }
+}
+
+/// Runs every future concurrently on this task and returns their outputs in order (for fan-out
+/// from an action: `join_all(tasks.iter().map(|t| handle(t).call(...)))`).
+pub async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Option<Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    let mut left = pending.len();
+    std::future::poll_fn(|cx| {
+        for (slot, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot
+                && let Poll::Ready(value) = future.as_mut().poll(cx)
+            {
+                *output = Some(value);
+                *slot = None;
+                left -= 1;
+            }
+        }
+        if left == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future completed"))
+        .collect()
+}
