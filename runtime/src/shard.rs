@@ -51,6 +51,9 @@ pub(crate) struct Shard {
 /// See [`Shard::set_adopter`].
 pub(crate) type Adopter = Box<dyn Fn(Detached, Box<dyn WsSession>)>;
 
+/// Mailbox messages handled in a row before the mailbox task yields to the shard's other tasks.
+const MAILBOX_BURST_MAX: usize = 256;
+
 /// How a resolve request ended, on the owning shard.
 pub(crate) struct Resolved {
     pub(crate) record: ActorRecord,
@@ -212,8 +215,15 @@ impl Shard {
     pub(crate) async fn run_mailbox(self: Rc<Self>, mailbox: Mailbox) {
         while let Some(message) = mailbox.recv().await {
             let mut next = Some(message);
-            // Drain the burst that arrived with this wake-up before parking again.
+            let mut handled = 0;
+            // Drain the burst that arrived with this wake-up before parking again, but let the
+            // shard's own connections run between bursts: a flood from other shards must not
+            // starve them (every call is its own task, so work interleaves in arrival order).
             while let Some(message) = next {
+                handled += 1;
+                if handled % MAILBOX_BURST_MAX == 0 {
+                    futures_lite::future::yield_now().await;
+                }
                 match message {
                     Message::Call { from, token, call } => {
                         let shard = self.clone();
