@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::keys::{self, KeyDist};
+use crate::socket::BUSY_POLL_CONNECTIONS_MAX;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -45,6 +46,13 @@ Examples:
   # broadcast fan-out to 1000 subscribers (see `loadgen fanout --help`)
   loadgen fanout --actor counter --key bench --subscribers 1000 --rounds 20
 
+  # round-trip latency without loadgen's wake-up cost: one busy-polling connection on CPU 0
+  taskset -c 0 loadgen action --busy-poll --connections 1 --actor counter --key bench \\
+      --action increment --args '[1]' --duration 10s --warmup 2s
+
+  # glommio executors poll 50 µs before they park (default 200; 0 parks at once)
+  loadgen raw --url http://127.0.0.1:8080/ --connections 4 --spin-us 50
+
 Durations: 500ms, 10s, 1m, 1m30s, 1.5s (units: us, ms, s, m, h).
 
 Counting: `requests` = `ok` (2xx) + request errors (non-2xx status, timeout, reset, closed,
@@ -57,6 +65,16 @@ requests / measured duration.
 Closed loop (the default): each connection writes --pipeline requests, reads their responses
 and repeats. Latency runs from writing a request (a pipelined batch) to reading its response,
 so a slow server also slows the load (coordinated omission).
+
+Busy polling (--busy-poll, closed loop only): each connection runs on its own OS thread instead
+of a glommio executor, with a nonblocking TCP_NODELAY socket: it writes its request(s) and spins
+on recv(MSG_DONTWAIT) (no sleeping, no epoll) until the responses are in. A parked executor
+takes tens of µs to wake up on a VM, which the default mode measures as latency at low load
+(--spin-us narrows that); a busy-polling connection sees a response within one recv of its
+arrival. Each connection burns a full core: use 1 (at most 16) connections, with loadgen pinned
+to a CPU of its own (taskset -c 0) and the server on others. --threads does not apply; the rest
+(--pipeline, --in-flight, --warmup, --duration, --requests, --timeout, counting, reports) is as
+in the closed loop, and the JSON summary says `\"busy_poll\": true`.
 
 Open loop (--rate R): request j of the run (over all connections) is due at start + j/R;
 connection g of C sends requests g, g+C, g+2C, ... (R/C per second each), pipelined on its
@@ -95,8 +113,9 @@ front (the PUT's body is not parsed during the load).
 
 JSON summary (--json), besides the fields of the text report: `loop` (\"closed\" or \"open\"),
 `rate` and `max_in_flight` (open loop), `pipeline` (closed loop), `sent`, `achieved_rate`,
-`late_sends` and `send_lag_us` {p50, p99, max} (open loop), and for action `keys`, `key_dist`,
-`seed`, `resolve_each`; a field that does not apply is null. `mode` is the subcommand.
+`late_sends` and `send_lag_us` {p50, p99, max} (open loop), `busy_poll`, and for action `keys`,
+`key_dist`, `seed`, `resolve_each`; a field that does not apply is null. `mode` is the
+subcommand.
 
 Exit status: 0 when the run completed (even with errors), 1 for setup errors (bad URL,
 unreachable endpoint, actor resolution failed), 2 for command-line errors.";
@@ -110,6 +129,11 @@ Examples:
   # open loop: 5000 actions/s over 16 connections, at most 32 unanswered per connection
   loadgen ws --actor counter --key bench --action increment --args '[1]' \\
       --connections 16 --rate 5000 --max-in-flight 32 --duration 30s --warmup 2s
+
+  # the round-trip latency of one action at a time, without loadgen's wake-up cost: one
+  # busy-polling connection, loadgen on CPU 0 (see --busy-poll in `loadgen action --help`)
+  taskset -c 0 loadgen ws --busy-poll --connections 1 --actor counter --key bench \\
+      --action increment --args '[1]' --duration 10s --warmup 2s
 
   # 64 connections spread over 1000 actors (each connection picks its actor by Zipf's law),
   # two executors, 100000 actions, results kept
@@ -204,6 +228,41 @@ last-delivery one (milliseconds, HdrHistogram's .hgrm format).";
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// Microseconds each loadgen executor polls for completions before it parks. Waking a
+    /// parked core costs tens of microseconds on a VM, which would otherwise be measured as
+    /// server latency at low load; costs CPU only while waiting. 0 parks at once.
+    #[arg(long, global = true, default_value_t = 200)]
+    pub(crate) spin_us: u64,
+}
+
+impl Cli {
+    /// Parses the command line, exiting as clap does on an error (status 2), including the
+    /// checks clap's attributes cannot express.
+    pub(crate) fn parse_checked() -> Cli {
+        let cli = Cli::parse();
+        if let Err(error) = cli.check() {
+            error.exit();
+        }
+        cli
+    }
+
+    fn check(&self) -> Result<(), clap::Error> {
+        let Some(load) = self.command.load() else {
+            return Ok(());
+        };
+        if load.busy_poll && load.connections > BUSY_POLL_CONNECTIONS_MAX {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "--busy-poll runs at most {BUSY_POLL_CONNECTIONS_MAX} connections (each \
+                     spins a whole core), not --connections {}; it is meant for \
+                     --connections 1 with loadgen pinned to its own CPU (taskset -c 0)",
+                    load.connections
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +281,18 @@ pub(crate) enum Command {
     /// latency from the trigger to every subscriber's Event.
     #[command(after_help = FANOUT_HELP)]
     Fanout(FanoutArgs),
+}
+
+impl Command {
+    /// The load options, for the subcommands that have them.
+    pub(crate) fn load(&self) -> Option<&LoadArgs> {
+        match self {
+            Command::Action(args) => Some(&args.load),
+            Command::Raw(args) => Some(&args.load),
+            Command::Ws(args) => Some(&args.load),
+            Command::Fanout(_) => None,
+        }
+    }
 }
 
 /// The actor(s) and the action that `action` and `ws` load.
@@ -419,6 +490,13 @@ pub(crate) struct LoadArgs {
     /// response and goes out late (its latency still counts from its intended time).
     #[arg(long, value_name = "K", default_value_t = 64, requires = "rate", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub(crate) max_in_flight: u32,
+    /// Closed loop only: each connection on its own OS thread (not glommio) that writes its
+    /// request(s) and spins on a nonblocking TCP_NODELAY socket (`recv(MSG_DONTWAIT)`, no
+    /// sleeping, no epoll) until the responses are in, so the latency has no wake-up of loadgen
+    /// in it. Each connection burns a full core: meant for 1 (or a few, at most 16) connections
+    /// with loadgen pinned to its own CPU (`taskset -c 0`); --threads does not apply.
+    #[arg(long, conflicts_with_all = ["rate", "threads"])]
+    pub(crate) busy_poll: bool,
     /// Longest wait for the responses to a request (or a pipelined batch).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
@@ -434,6 +512,17 @@ pub(crate) struct LoadArgs {
     /// Print nothing but errors (results still go to --json / --hgrm).
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
+}
+
+impl LoadArgs {
+    /// Threads the load runs on: --threads, or one per connection with --busy-poll.
+    pub(crate) fn executors(&self) -> u32 {
+        if self.busy_poll {
+            self.connections
+        } else {
+            self.threads
+        }
+    }
 }
 
 /// Parses `500ms`, `10s`, `1m`, `1m30s`, `1.5s`, `100us`/`100µs`, `2h`. A unit is required.
@@ -542,18 +631,62 @@ mod tests {
             all.extend_from_slice(args);
             Cli::try_parse_from(all)
         };
-        let load = |cli: Cli| match cli.command {
-            Command::Raw(raw) => raw.load,
-            Command::Action(action) => action.load,
-            Command::Ws(ws) => ws.load,
-            Command::Fanout(_) => unreachable!("fanout has no LoadArgs"),
-        };
-        let closed = load(parse(&[]).unwrap());
+        let closed = parse(&[]).unwrap();
+        let closed = closed.command.load().unwrap();
         assert_eq!((closed.rate, closed.max_in_flight), (None, 64));
-        let open = load(parse(&["--rate", "100", "--max-in-flight", "4"]).unwrap());
+        let open = parse(&["--rate", "100", "--max-in-flight", "4"]).unwrap();
+        let open = open.command.load().unwrap();
         assert_eq!((open.rate, open.max_in_flight), (Some(100.0), 4));
         assert!(parse(&["--max-in-flight", "4"]).is_err(), "needs --rate");
         assert!(parse(&["--rate", "100", "--pipeline", "2"]).is_err());
+    }
+
+    #[test]
+    fn busy_poll_options() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["loadgen"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).and_then(|cli| cli.check().map(|()| cli))
+        };
+        let ws = ["ws", "--actor", "a", "--action", "b", "--busy-poll"];
+        let raw = ["raw", "--url", "http://127.0.0.1:1/", "--busy-poll"];
+        for base in [&ws[..], &raw[..]] {
+            let with = |extra: &[&str]| parse(&[base, extra].concat());
+            let one = with(&["-c", "1"]).unwrap();
+            assert!(one.command.load().unwrap().busy_poll);
+            assert!(with(&["-c", "16"]).is_ok());
+            // The default 64 connections are too many.
+            let error = with(&[]).unwrap_err().to_string();
+            assert!(error.contains("at most 16 connections"), "{error}");
+            assert!(with(&["-c", "17"]).is_err());
+            for open in [
+                &["-c", "1", "--rate", "100"][..],
+                &["-c", "1", "--threads", "1"],
+            ] {
+                let error = with(open).unwrap_err();
+                assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+            }
+        }
+        let action = [
+            "action",
+            "--actor",
+            "a",
+            "--action",
+            "b",
+            "--busy-poll",
+            "-c",
+            "2",
+        ];
+        assert!(parse(&[&action[..], &["--pipeline", "4"]].concat()).is_ok());
+        // The help states the limit.
+        let command = Cli::command();
+        let ws = command.find_subcommand("ws").unwrap();
+        let flag = ws.get_arguments().find(|arg| arg.get_id() == "busy_poll");
+        let help = flag.unwrap().get_help().unwrap().to_string();
+        assert!(
+            help.contains(&format!("at most {BUSY_POLL_CONNECTIONS_MAX})")),
+            "{help}"
+        );
     }
 
     #[test]
@@ -566,7 +699,6 @@ mod tests {
 
     #[test]
     fn cli_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

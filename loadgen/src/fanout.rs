@@ -285,9 +285,10 @@ async fn subscribe(shard: &SubscriberShard, rng: &mut SplitMix64) -> Option<WsCo
         let permit = shard.setup.acquire_permit(1).await.ok()?;
         let started = Instant::now();
         let attempt = async {
-            let mut conn = wsconn::open(&plan.endpoint, 0, rng, plan.connect_timeout, plan.timeout)
-                .await
-                .map_err(|failure| failure.detail)?;
+            let mut conn: WsConn =
+                wsconn::open(&plan.endpoint, 0, rng, plan.connect_timeout, plan.timeout)
+                    .await
+                    .map_err(|failure| failure.detail)?;
             let mut frame = Vec::with_capacity(plan.subscription.len() + 14);
             ws::write_frame(
                 &mut frame,

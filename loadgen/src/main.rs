@@ -7,7 +7,8 @@
 //! measuring happens in [`shard`]; the HTTP client is the small codec in [`http`]; which actor a
 //! request goes to is [`keys`]. `ws` runs [`wsload`] on the executors instead, over the client
 //! WebSocket codec in [`ws`], the RivetKit messages in [`rivetconn`] and the connection opening
-//! in [`wsconn`]; `fanout` is [`fanout`].
+//! in [`wsconn`]; `fanout` is [`fanout`]. With `--busy-poll` the same connection loops run on
+//! one busy-polling thread per connection instead of glommio executors (see [`socket`]).
 
 mod cli;
 mod fanout;
@@ -18,6 +19,7 @@ mod report;
 mod rivet;
 mod rivetconn;
 mod shard;
+mod socket;
 mod url;
 mod ws;
 mod wsconn;
@@ -31,7 +33,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cli::{ActionArgs, ActorArgs, Cli, Command, LoadArgs, RawArgs, WsArgs};
@@ -39,6 +40,7 @@ use crate::keys::KeyDist;
 use crate::report::{CpuTime, KeysInfo, RunInfo, Summary, WsInfo};
 use crate::rivetconn::ActionTemplate;
 use crate::shard::{OpenLoop, Pacing, Plan, Progress, Requests, ShardReport, Templates, Tickets};
+use crate::socket::{BusySocket, Socket};
 use crate::url::Url;
 use crate::wsconn::WsEndpoint;
 use crate::wsload::{WsExtras, WsPlan, WsReport};
@@ -52,7 +54,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const EXECUTOR_IO_MEMORY_BYTES: usize = 64 * 1024;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -76,7 +78,11 @@ struct Target {
     keys: Option<KeysInfo>,
 }
 
+/// `--spin-us`, read by every executor this process starts.
+static SPIN_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn run(cli: Cli) -> Result<(), String> {
+    SPIN_US.store(cli.spin_us, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Action(args) => {
             validate_load(&args.load)?;
@@ -104,7 +110,8 @@ fn run_http(
         method: target.method.clone(),
         url: target.url.clone(),
         connections: load.connections,
-        threads: load.threads,
+        threads: load.executors(),
+        busy_poll: load.busy_poll,
         pipeline,
         duration_limit: load.duration,
         requests_limit: load.requests,
@@ -156,7 +163,7 @@ fn run_ws(args: &WsArgs) -> Result<(), String> {
     let load = &args.load;
     validate_load(load)?;
     let needed =
-        u64::from(load.connections) + limits::OVERHEAD_FDS_PER_THREAD * u64::from(load.threads);
+        u64::from(load.connections) + limits::OVERHEAD_FDS_PER_THREAD * u64::from(load.executors());
     if let Some((from, to)) =
         limits::ensure_open_files(needed, &format!("--connections {}", load.connections))?
         && !load.quiet
@@ -197,7 +204,8 @@ fn run_ws(args: &WsArgs) -> Result<(), String> {
         method: "WS".into(),
         url,
         connections: load.connections,
-        threads: load.threads,
+        threads: load.executors(),
+        busy_poll: load.busy_poll,
         pipeline: args.in_flight,
         duration_limit: load.duration,
         requests_limit: load.requests,
@@ -213,7 +221,7 @@ fn run_ws(args: &WsArgs) -> Result<(), String> {
     };
     let clock = Clock::start(load);
     let shared = Shared::new(load, &clock);
-    let plan = WsPlan {
+    let template = WsPlan {
         endpoint: Arc::new(ws_endpoint),
         action: Arc::new(action),
         key_dist: target.key_dist,
@@ -228,22 +236,13 @@ fn run_ws(args: &WsArgs) -> Result<(), String> {
         tickets: shared.tickets.clone(),
         progress: Arc::new(Progress::default()),
     };
-    let (sender, receiver) = mpsc::channel();
-    let mut progress = Vec::new();
-    let mut handles = Vec::new();
-    for (index, (first_connection, share)) in shared.shares().enumerate() {
-        let plan = WsPlan {
-            connections: share,
-            first_connection,
-            progress: Arc::new(Progress::default()),
-            ..plan.clone()
-        };
-        progress.push(plan.progress.clone());
-        handles.push(spawn_executor(index, sender.clone(), move || {
-            wsload::run(plan)
-        })?);
-    }
-    let reports: Vec<WsReport> = collect((receiver, progress, handles), load, &clock)?;
+    let executors = spawn_shares(&shared, |first_connection, connections, progress| WsPlan {
+        connections,
+        first_connection,
+        progress,
+        ..template.clone()
+    })?;
+    let reports: Vec<WsReport> = collect(executors, load, &clock)?;
     let (cpu, wall) = clock.spent();
     let mut extras = WsExtras::new();
     let mut bases = Vec::with_capacity(reports.len());
@@ -288,6 +287,7 @@ impl Clock {
 /// What every executor of an `action`, `raw` or `ws` run shares.
 struct Shared {
     threads: usize,
+    busy_poll: bool,
     connections: usize,
     tickets: Option<Arc<Tickets>>,
     origin: Instant,
@@ -296,7 +296,8 @@ struct Shared {
 impl Shared {
     fn new(load: &LoadArgs, clock: &Clock) -> Shared {
         Shared {
-            threads: load.threads as usize,
+            threads: load.executors() as usize,
+            busy_poll: load.busy_poll,
             connections: load.connections as usize,
             tickets: load.requests.map(|limit| {
                 Arc::new(Tickets {
@@ -649,6 +650,20 @@ fn collect<R>(executors: Executors<R>, load: &LoadArgs, clock: &Clock) -> Result
     Ok(reports)
 }
 
+/// Starts thread `loadgen-{index}`, which sends what `body` returns on `sender`.
+fn spawn_thread<R: Send + 'static>(
+    index: usize,
+    sender: mpsc::Sender<Result<R, String>>,
+    body: impl FnOnce() -> Result<R, String> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(format!("loadgen-{index}"))
+        .spawn(move || {
+            let _ = sender.send(body());
+        })
+        .map_err(|error| format!("cannot start a thread: {error}"))
+}
+
 /// Starts a glommio executor on its own thread; it runs the future `task` makes there and
 /// sends the result (or why it could not start) on `sender`.
 pub(crate) fn spawn_executor<R, F, Fut>(
@@ -661,23 +676,68 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
-    std::thread::Builder::new()
-        .name(format!("loadgen-{index}"))
-        .spawn(move || {
-            let executor = LocalExecutorBuilder::new(Placement::Unbound)
-                .name(&format!("loadgen-{index}"))
-                .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-                .make();
-            let result = match executor {
-                Ok(executor) => Ok(executor.run(task())),
-                Err(error) => Err(format!("cannot start a glommio executor: {error}")),
-            };
-            let _ = sender.send(result);
-        })
-        .map_err(|error| format!("cannot start a thread: {error}"))
+    spawn_thread(index, sender, move || {
+        let mut builder = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("loadgen-{index}"))
+            .io_memory(EXECUTOR_IO_MEMORY_BYTES);
+        let spin = SPIN_US.load(std::sync::atomic::Ordering::Relaxed);
+        if spin > 0 {
+            builder = builder.spin_before_park(std::time::Duration::from_micros(spin));
+        }
+        match builder.make() {
+            Ok(executor) => Ok(executor.run(task())),
+            Err(error) => Err(format!("cannot start a glommio executor: {error}")),
+        }
+    })
 }
 
-/// Starts `--threads` glommio executors, each on its own thread with its share of connections.
+/// One executor's share of an `action`, `raw` or `ws` load, runnable on either kind of socket.
+trait Share: Send + 'static {
+    type Report: Send + 'static;
+    fn run<S: Socket>(self) -> impl Future<Output = Self::Report>;
+}
+
+impl Share for Plan {
+    type Report = ShardReport;
+    fn run<S: Socket>(self) -> impl Future<Output = ShardReport> {
+        shard::run::<S>(self)
+    }
+}
+
+impl Share for WsPlan {
+    type Report = WsReport;
+    fn run<S: Socket>(self) -> impl Future<Output = WsReport> {
+        wsload::run::<S>(self)
+    }
+}
+
+/// Starts a thread per share of the connections ([`Shared::shares`]), each running the plan
+/// `plan_for(first_connection, connections, progress)` makes: on a glommio executor, or with
+/// `--busy-poll` (one connection per thread) in a loop that busy-polls its socket.
+fn spawn_shares<P: Share>(
+    shared: &Shared,
+    plan_for: impl Fn(usize, usize, Arc<Progress>) -> P,
+) -> Result<Executors<P::Report>, String> {
+    let (sender, receiver) = mpsc::channel();
+    let mut progress = Vec::with_capacity(shared.threads);
+    let mut handles = Vec::with_capacity(shared.threads);
+    for (index, (first_connection, share)) in shared.shares().enumerate() {
+        let counters = Arc::new(Progress::default());
+        progress.push(counters.clone());
+        let plan = plan_for(first_connection, share, counters);
+        let sender = sender.clone();
+        handles.push(if shared.busy_poll {
+            spawn_thread(index, sender, move || {
+                Ok(socket::block_on(plan.run::<BusySocket>()))
+            })
+        } else {
+            spawn_executor(index, sender, move || plan.run::<glommio::net::TcpStream>())
+        }?);
+    }
+    Ok((receiver, progress, handles))
+}
+
+/// Starts the executors of an `action` or `raw` load.
 fn spawn_executors(
     target: Target,
     load: &LoadArgs,
@@ -687,29 +747,19 @@ fn spawn_executors(
     let shared = Shared::new(load, clock);
     let requests = Arc::new(target.requests);
     let pacing = shared.pacing(load, pipeline);
-    let (sender, receiver) = mpsc::channel();
-    let mut progress = Vec::with_capacity(shared.threads);
-    let mut handles = Vec::with_capacity(shared.threads);
-    for (index, (first_connection, share)) in shared.shares().enumerate() {
-        let plan = Plan {
-            addr: target.addr,
-            requests: requests.clone(),
-            pacing: pacing.clone(),
-            connections: share,
-            first_connection,
-            measure_start: clock.measure_start,
-            deadline: clock.deadline,
-            timeout: load.timeout,
-            connect_timeout: load.connect_timeout,
-            tickets: shared.tickets.clone(),
-            progress: Arc::new(Progress::default()),
-        };
-        progress.push(plan.progress.clone());
-        handles.push(spawn_executor(index, sender.clone(), move || {
-            shard::run(plan)
-        })?);
-    }
-    Ok((receiver, progress, handles))
+    spawn_shares(&shared, |first_connection, connections, progress| Plan {
+        addr: target.addr,
+        requests: requests.clone(),
+        pacing: pacing.clone(),
+        connections,
+        first_connection,
+        measure_start: clock.measure_start,
+        deadline: clock.deadline,
+        timeout: load.timeout,
+        connect_timeout: load.connect_timeout,
+        tickets: shared.tickets.clone(),
+        progress,
+    })
 }
 
 /// The once-a-second progress line on a terminal.

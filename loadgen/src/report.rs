@@ -56,6 +56,8 @@ pub(crate) struct RunInfo {
     pub(crate) url: String,
     pub(crate) connections: u32,
     pub(crate) threads: u32,
+    /// `--busy-poll`: one busy-polling thread per connection.
+    pub(crate) busy_poll: bool,
     pub(crate) pipeline: u32,
     pub(crate) duration_limit: Duration,
     pub(crate) requests_limit: Option<u64>,
@@ -256,9 +258,10 @@ pub(crate) fn text(info: &RunInfo, summary: &Summary) -> String {
     };
     let _ = writeln!(
         out,
-        "load:        {} connections, {} thread(s), {pacing}, {limit}, warmup {}",
+        "load:        {} connections, {} thread(s){}, {pacing}, {limit}, warmup {}",
         info.connections,
         info.threads,
+        if info.busy_poll { " busy-polling" } else { "" },
         seconds(info.warmup)
     );
     if let Some(keys) = info.keys.as_ref().filter(|keys| keys.count > 1) {
@@ -457,6 +460,7 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
   "actor_id": {actor_id},
   "connections": {connections},
   "threads": {threads},
+  "busy_poll": {busy_poll},
   "pipeline": {pipeline},
   "duration_limit_s": {duration_limit},
   "requests_limit": {requests_limit},
@@ -490,6 +494,7 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
         actor_id = optional(info.actor_id.as_deref().map(json_string)),
         connections = info.connections,
         threads = info.threads,
+        busy_poll = info.busy_poll,
         pipeline = optional((!open).then(|| info.pipeline.to_string())),
         duration_limit = number(info.duration_limit.as_secs_f64()),
         requests_limit = optional(info.requests_limit.map(|n| n.to_string())),

@@ -10,14 +10,16 @@
 //! of any that waited too long (the pending read then ends and the loop counts a timeout). The
 //! end of the run is a single timer raced against all connections: in-flight requests at the
 //! deadline are abandoned, like wrk does, so the run never outlives its duration by more than a
-//! tick.
+//! tick. The counting, the watchdog and the deadline are [`Tally`]'s, shared with
+//! [`crate::wsload`]; the connections run on any [`Socket`]: glommio's, or (`--busy-poll`, one
+//! connection per thread) a busy-polled one.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,13 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
-use glommio::timer::{Timer, sleep};
+use glommio::timer::Timer;
 use hdrhistogram::Histogram;
 
 use crate::http::{ResponseReader, Step};
 use crate::keys::{KeyDist, Picker};
+use crate::socket::Socket;
 
 /// Bytes read from a socket at a time; also the most a connection keeps between reads.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -99,6 +100,15 @@ impl ErrorKind {
                 | ErrorKind::HandshakeStatus(_)
                 | ErrorKind::Handshake
         )
+    }
+
+    /// A failed connect.
+    pub(crate) fn of_connect(error: &io::Error) -> ErrorKind {
+        match error.kind() {
+            io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+            _ => ErrorKind::Connect,
+        }
     }
 
     pub(crate) fn of_io(error: &io::Error) -> ErrorKind {
@@ -280,18 +290,24 @@ pub(crate) struct ShardReport {
 
 /// Per-connection state the watchdog can see.
 #[derive(Debug)]
-struct Slot {
+pub(crate) struct Slot {
     /// The connection's socket, or -1 when there is none.
-    fd: Cell<RawFd>,
+    pub(crate) fd: Cell<RawFd>,
     /// When the oldest unanswered request was written, if one is.
-    busy_since: Cell<Option<Instant>>,
+    pub(crate) busy_since: Cell<Option<Instant>>,
     /// Set by the watchdog when it shut the socket down.
-    timed_out: Cell<bool>,
+    pub(crate) timed_out: Cell<bool>,
 }
 
-struct Shard {
-    plan: Plan,
-    slots: Vec<Slot>,
+/// What one executor's connections count, and their slots: the part of an executor that the
+/// `action`/`raw` loads and the `ws` load have alike. [`Tally::run`] runs the connections with
+/// the watchdog and the deadline, and reports.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    pub(crate) slots: Vec<Slot>,
+    timeout: Duration,
+    deadline: Instant,
+    progress: Arc<Progress>,
     requests: Cell<u64>,
     ok: Cell<u64>,
     error_count: Cell<u64>,
@@ -309,8 +325,40 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
         .max(1)
 }
 
-impl Shard {
-    fn count_error(&self, kind: ErrorKind, n: u64) {
+impl Tally {
+    /// A tally for `connections` connections (shared with the watchdog, hence the `Rc`).
+    pub(crate) fn new(
+        connections: usize,
+        timeout: Duration,
+        deadline: Instant,
+        progress: &Arc<Progress>,
+    ) -> Rc<Tally> {
+        let histogram = Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+            .expect("static histogram bounds are valid");
+        Rc::new(Tally {
+            slots: (0..connections)
+                .map(|_| Slot {
+                    fd: Cell::new(-1),
+                    busy_since: Cell::new(None),
+                    timed_out: Cell::new(false),
+                })
+                .collect(),
+            timeout,
+            deadline,
+            progress: progress.clone(),
+            requests: Cell::new(0),
+            ok: Cell::new(0),
+            error_count: Cell::new(0),
+            connects: Cell::new(0),
+            sent: Cell::new(0),
+            late: Cell::new(0),
+            errors: RefCell::new(BTreeMap::new()),
+            send_lag: RefCell::new(histogram.clone()),
+            histogram: RefCell::new(histogram),
+        })
+    }
+
+    pub(crate) fn count_error(&self, kind: ErrorKind, n: u64) {
         if !kind.is_connect() {
             self.requests.set(self.requests.get() + n);
         }
@@ -318,88 +366,95 @@ impl Shard {
         *self.errors.borrow_mut().entry(kind).or_default() += n;
     }
 
-    fn count_response(&self, status: u16, latency: Duration) {
-        if (200..300).contains(&status) {
-            self.requests.set(self.requests.get() + 1);
-            self.ok.set(self.ok.get() + 1);
-            self.histogram
-                .borrow_mut()
-                .saturating_record(nanos(latency));
-        } else {
-            self.count_error(ErrorKind::Status(status), 1);
+    pub(crate) fn count_ok(&self, latency: Duration) {
+        self.requests.set(self.requests.get() + 1);
+        self.ok.set(self.ok.get() + 1);
+        self.histogram
+            .borrow_mut()
+            .saturating_record(nanos(latency));
+    }
+
+    pub(crate) fn count_connect(&self) {
+        self.connects.set(self.connects.get() + 1);
+    }
+
+    /// A measured request handed to a connection. Open loop: `late` when `--max-in-flight`
+    /// held it back, and `lag` after its intended time.
+    pub(crate) fn count_sent(&self, pacing: &Pacing, late: bool, lag: Duration) {
+        self.sent.set(self.sent.get() + 1);
+        if matches!(pacing, Pacing::Open(_)) {
+            self.late.set(self.late.get() + u64::from(late));
+            self.send_lag.borrow_mut().saturating_record(nanos(lag));
         }
     }
 
     fn publish_progress(&self) {
-        self.plan
-            .progress
+        let progress = &self.progress;
+        progress
             .requests
             .store(self.requests.get(), Ordering::Relaxed);
-        self.plan
-            .progress
+        progress
             .errors
             .store(self.error_count.get(), Ordering::Relaxed);
     }
+
+    /// Runs the connection tasks and the watchdog until every task has ended or the deadline
+    /// has passed (dropping the tasks then abandons what they have in flight), and reports.
+    pub(crate) async fn run<S: Socket>(
+        self: Rc<Tally>,
+        tasks: impl Iterator<Item = impl Future<Output = ()> + 'static>,
+    ) -> ShardReport {
+        let tasks: Vec<_> = tasks.map(S::spawn).collect();
+        let watchdog = S::spawn(watchdog::<S>(self.clone()));
+        let all_done = async {
+            for task in tasks {
+                task.await;
+            }
+            false
+        };
+        let stop = async {
+            // The watchdog never ends; it is awaited so that it also runs where a task only
+            // runs while awaited (busy polling).
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            futures_lite::future::or(watchdog, S::sleep(left)).await;
+            true
+        };
+        let end = if futures_lite::future::or(all_done, stop).await {
+            self.deadline
+        } else {
+            Instant::now().min(self.deadline)
+        };
+        self.publish_progress();
+        ShardReport {
+            requests: self.requests.get(),
+            ok: self.ok.get(),
+            errors: self.errors.borrow().clone(),
+            histogram: self.histogram.borrow().clone(),
+            connects: self.connects.get(),
+            sent: self.sent.get(),
+            late: self.late.get(),
+            send_lag: self.send_lag.borrow().clone(),
+            end,
+        }
+    }
+}
+
+struct Shard {
+    plan: Plan,
+    tally: Rc<Tally>,
 }
 
 /// Runs the executor's share of the load to the end and reports it.
-pub(crate) async fn run(plan: Plan) -> ShardReport {
-    let histogram = Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
-        .expect("static histogram bounds are valid");
-    let shard = Rc::new(Shard {
-        slots: (0..plan.connections)
-            .map(|_| Slot {
-                fd: Cell::new(-1),
-                busy_since: Cell::new(None),
-                timed_out: Cell::new(false),
-            })
-            .collect(),
-        plan,
-        requests: Cell::new(0),
-        ok: Cell::new(0),
-        error_count: Cell::new(0),
-        connects: Cell::new(0),
-        sent: Cell::new(0),
-        late: Cell::new(0),
-        errors: RefCell::new(BTreeMap::new()),
-        send_lag: RefCell::new(histogram.clone()),
-        histogram: RefCell::new(histogram),
-    });
-    let tasks: Vec<_> = (0..shard.plan.connections)
-        .map(|index| glommio::spawn_local(connection_loop(shard.clone(), index)))
-        .collect();
-    let watchdog = glommio::spawn_local(watchdog(shard.clone()));
-    let all_done = async {
-        for task in tasks {
-            task.await;
-        }
-        false
-    };
-    let deadline = shard.plan.deadline;
-    let stop = async {
-        sleep(deadline.saturating_duration_since(Instant::now())).await;
-        true
-    };
-    // Dropping the losing future cancels the connection tasks still running.
-    let stopped_at_deadline = futures_lite::future::or(all_done, stop).await;
-    drop(watchdog);
-    let end = if stopped_at_deadline {
-        deadline
-    } else {
-        Instant::now().min(deadline)
-    };
-    shard.publish_progress();
-    ShardReport {
-        requests: shard.requests.get(),
-        ok: shard.ok.get(),
-        errors: shard.errors.borrow().clone(),
-        histogram: shard.histogram.borrow().clone(),
-        connects: shard.connects.get(),
-        sent: shard.sent.get(),
-        late: shard.late.get(),
-        send_lag: shard.send_lag.borrow().clone(),
-        end,
-    }
+pub(crate) async fn run<S: Socket>(plan: Plan) -> ShardReport {
+    let tally = Tally::new(
+        plan.connections,
+        plan.timeout,
+        plan.deadline,
+        &plan.progress,
+    );
+    let shard = Rc::new(Shard { plan, tally });
+    let tasks = (0..shard.plan.connections).map(|index| connection_loop::<S>(shard.clone(), index));
+    shard.tally.clone().run::<S>(tasks).await
 }
 
 /// A request awaiting its response, or still to be written.
@@ -421,18 +476,18 @@ struct Outstanding {
 }
 
 /// One connection's state; see [`connection_loop`].
-struct Lane<'a> {
+struct Lane<'a, S> {
     shard: &'a Shard,
     slot: &'a Slot,
     picker: Picker,
-    connection: Option<Connection>,
+    connection: Option<Connection<S>>,
     /// Bytes handed to the connection; `out[written..]` is not written yet.
     out: Vec<u8>,
     written: usize,
     /// Requests in the order their responses will come (written ones first).
     wire: VecDeque<Outstanding>,
     buffer: Vec<u8>,
-    /// Open loop only: the timer for the next due request.
+    /// Open loop only (so glommio only): the timer for the next due request.
     timer: Option<Timer>,
 }
 
@@ -448,12 +503,12 @@ enum Event {
 /// Every wait is a single poll of "write what is pending, read what arrived, or wake at the next
 /// due time"; glommio's sockets are readiness-based, so a poll that loses the race loses no data.
 /// Requests are appended to one output buffer (pipelined) and matched to responses in order.
-async fn connection_loop(shard: Rc<Shard>, index: usize) {
+async fn connection_loop<S: Socket>(shard: Rc<Shard>, index: usize) {
     let plan = &shard.plan;
     let global = (plan.first_connection + index) as u64;
-    let mut lane = Lane {
+    let mut lane = Lane::<S> {
         shard: &shard,
-        slot: &shard.slots[index],
+        slot: &shard.tally.slots[index],
         picker: Picker::new(
             plan.requests.key_dist,
             plan.requests.calls.len(),
@@ -474,7 +529,7 @@ async fn connection_loop(shard: Rc<Shard>, index: usize) {
     lane.slot.fd.set(-1);
 }
 
-impl Lane<'_> {
+impl<S: Socket> Lane<'_, S> {
     async fn closed_loop(&mut self, pipeline: usize) {
         let plan = &self.shard.plan;
         // Requests claimed for the next batch: (count, measuring, from the ticket budget).
@@ -504,12 +559,12 @@ impl Lane<'_> {
                         tickets.give_back(count as u64);
                     }
                     if measuring {
-                        self.shard.count_error(kind, 1);
+                        self.shard.tally.count_error(kind, 1);
                     }
                 } else if Instant::now() >= plan.measure_start {
-                    self.shard.count_error(kind, 1);
+                    self.shard.tally.count_error(kind, 1);
                 }
-                sleep(CONNECT_BACKOFF).await;
+                S::sleep(CONNECT_BACKOFF).await;
                 continue;
             }
             if let Some((count, measuring, _)) = reserved.take() {
@@ -562,18 +617,18 @@ impl Lane<'_> {
                 if !spent {
                     // The measured window is the schedule's: it ends at the deadline, not with
                     // the last response.
-                    sleep(plan.deadline.saturating_duration_since(Instant::now())).await;
+                    S::sleep(plan.deadline.saturating_duration_since(Instant::now())).await;
                 }
                 break;
             }
             if self.connection.is_none() {
                 if let Err(kind) = self.connect().await {
                     if Instant::now() >= plan.measure_start {
-                        self.shard.count_error(kind, 1);
+                        self.shard.tally.count_error(kind, 1);
                     }
                     // The schedule goes on: what falls due meanwhile is queued (up to the
                     // bound) and written once a connection is up.
-                    sleep(CONNECT_BACKOFF).await;
+                    S::sleep(CONNECT_BACKOFF).await;
                     continue;
                 }
                 if next_slot.is_none() {
@@ -588,9 +643,9 @@ impl Lane<'_> {
 
     /// Connects and hands over what was queued while there was no connection.
     async fn connect(&mut self) -> Result<(), ErrorKind> {
-        let stream = connect(&self.shard.plan).await?;
+        let stream = connect::<S>(&self.shard.plan).await?;
         self.slot.fd.set(stream.as_raw_fd());
-        self.shard.connects.set(self.shard.connects.get() + 1);
+        self.shard.tally.count_connect();
         self.connection = Some(Connection::new(
             stream,
             self.shard.plan.requests.head_request,
@@ -630,13 +685,11 @@ impl Lane<'_> {
         if !request.counted {
             request.counted = true;
             if request.measuring {
+                let lag = now.saturating_duration_since(request.origin);
                 let shard = self.shard;
-                shard.sent.set(shard.sent.get() + 1);
-                if matches!(shard.plan.pacing, Pacing::Open(_)) {
-                    shard.late.set(shard.late.get() + u64::from(request.late));
-                    let lag = now.saturating_duration_since(request.origin);
-                    shard.send_lag.borrow_mut().saturating_record(nanos(lag));
-                }
+                shard
+                    .tally
+                    .count_sent(&shard.plan.pacing, request.late, lag);
             }
         }
     }
@@ -655,7 +708,7 @@ impl Lane<'_> {
         let Some(connection) = self.connection.as_mut() else {
             // Nothing to read or write: just wait for the schedule.
             if let Some(due) = due {
-                sleep(due.saturating_duration_since(Instant::now())).await;
+                S::sleep(due.saturating_duration_since(Instant::now())).await;
             }
             return;
         };
@@ -774,7 +827,12 @@ impl Lane<'_> {
             return;
         }
         if request.measuring && now < self.shard.plan.deadline {
-            self.shard.count_response(status, now - request.origin);
+            let tally = &self.shard.tally;
+            if (200..300).contains(&status) {
+                tally.count_ok(now - request.origin);
+            } else {
+                tally.count_error(ErrorKind::Status(status), 1);
+            }
         }
     }
 
@@ -801,7 +859,7 @@ impl Lane<'_> {
         let counted = now < self.shard.plan.deadline;
         for request in self.wire.drain(..failed) {
             if request.measuring && counted {
-                self.shard.count_error(kind, 1);
+                self.shard.tally.count_error(kind, 1);
             }
         }
         for request in &mut self.wire {
@@ -816,16 +874,16 @@ impl Lane<'_> {
     }
 }
 
-struct Connection {
-    stream: TcpStream,
+struct Connection<S> {
+    stream: S,
     reader: ResponseReader,
     /// Unconsumed bytes are `buffer[start..end]`.
     start: usize,
     end: usize,
 }
 
-impl Connection {
-    fn new(stream: TcpStream, head_request: bool) -> Connection {
+impl<S> Connection<S> {
+    fn new(stream: S, head_request: bool) -> Connection<S> {
         Connection {
             stream,
             reader: ResponseReader::new(head_request),
@@ -835,33 +893,24 @@ impl Connection {
     }
 }
 
-async fn connect(plan: &Plan) -> Result<TcpStream, ErrorKind> {
-    let stream = TcpStream::connect_timeout(plan.addr, plan.connect_timeout)
+async fn connect<S: Socket>(plan: &Plan) -> Result<S, ErrorKind> {
+    S::connect(plan.addr, plan.connect_timeout)
         .await
-        .map_err(|error| {
-            let error = io::Error::from(error);
-            match error.kind() {
-                io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
-                io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
-                _ => ErrorKind::Connect,
-            }
-        })?;
-    stream.set_nodelay(true).map_err(|_| ErrorKind::Connect)?;
-    Ok(stream)
+        .map_err(|error| ErrorKind::of_connect(&error))
 }
 
 /// Enforces the per-request timeout and publishes the progress counters.
-async fn watchdog(shard: Rc<Shard>) {
-    let tick = (shard.plan.timeout / 10).clamp(Duration::from_millis(1), WATCHDOG_TICK_MAX);
+async fn watchdog<S: Socket>(tally: Rc<Tally>) {
+    let tick = (tally.timeout / 10).clamp(Duration::from_millis(1), WATCHDOG_TICK_MAX);
     loop {
-        sleep(tick).await;
-        shard.publish_progress();
+        S::sleep(tick).await;
+        tally.publish_progress();
         let now = Instant::now();
-        for slot in &shard.slots {
+        for slot in &tally.slots {
             let expired = slot
                 .busy_since
                 .get()
-                .is_some_and(|since| now - since >= shard.plan.timeout);
+                .is_some_and(|since| now - since >= tally.timeout);
             let fd = slot.fd.get();
             if expired && fd >= 0 && !slot.timed_out.get() {
                 slot.timed_out.set(true);
@@ -925,6 +974,74 @@ mod tests {
             let at = open.due(g, 5);
             assert_eq!(open.first_slot_from(g, at), 5);
         }
+    }
+
+    #[test]
+    fn tally_counts_and_ends_with_its_tasks_or_the_deadline() {
+        use crate::socket::{BusySocket, block_on};
+        let progress = Arc::new(Progress::default());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let tally = Tally::new(1, Duration::from_secs(1), deadline, &progress);
+        let counting = tally.clone();
+        let task = async move {
+            counting.count_ok(Duration::from_micros(20));
+            counting.count_error(ErrorKind::ConnectRefused, 1);
+            counting.count_error(ErrorKind::Timeout, 2);
+            counting.count_connect();
+            counting.count_sent(&Pacing::Closed { pipeline: 1 }, true, Duration::ZERO);
+        };
+        let report = block_on(tally.run::<BusySocket>(std::iter::once(task)));
+        assert!(report.end < deadline, "ends with its last task");
+        // A failed connect is an error but not a request.
+        assert_eq!((report.requests, report.ok, report.connects), (3, 1, 1));
+        assert_eq!(report.errors.values().sum::<u64>(), 3);
+        assert_eq!(report.histogram.len(), 1);
+        // Closed loop: sent, but neither late nor lagging.
+        assert_eq!((report.sent, report.late, report.send_lag.len()), (1, 0, 0));
+        assert_eq!(progress.requests.load(Ordering::Relaxed), 3);
+        assert_eq!(progress.errors.load(Ordering::Relaxed), 3);
+
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let tally = Tally::new(1, Duration::from_secs(1), deadline, &progress);
+        let open = Pacing::Open(schedule(1.0, 1));
+        tally.count_sent(&open, true, Duration::from_millis(1));
+        let forever = std::future::pending::<()>();
+        let report = block_on(tally.run::<BusySocket>(std::iter::once(forever)));
+        assert_eq!(
+            report.end, deadline,
+            "a task still running is cut at the deadline"
+        );
+        assert_eq!((report.sent, report.late, report.send_lag.len()), (1, 1, 1));
+    }
+
+    #[test]
+    fn watchdog_ends_a_wait_past_the_timeout_when_busy_polling() {
+        use std::os::fd::AsRawFd;
+
+        use futures_lite::AsyncReadExt;
+
+        use crate::socket::{BusySocket, Socket, block_on};
+        // A peer that never answers (the connection waits in the backlog).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let progress = Arc::new(Progress::default());
+        let tally = Tally::new(1, Duration::from_millis(20), deadline, &progress);
+        let waiting = tally.clone();
+        let task = async move {
+            let mut socket = BusySocket::connect(addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let slot = &waiting.slots[0];
+            slot.fd.set(socket.as_raw_fd());
+            slot.busy_since.set(Some(Instant::now()));
+            let read = socket.read(&mut [0u8; 1]).await;
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+            assert!(slot.timed_out.get());
+            slot.fd.set(-1);
+        };
+        let report = block_on(tally.run::<BusySocket>(std::iter::once(task)));
+        assert!(report.end < deadline);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the upgrade to `/gateway/{actorId}/connect` with the subprotocols `rivet` and
 //! `rivet_encoding.json`, the check of the `101` (which must select `rivet`), and the wait for
 //! the `Init` frame. [`Opening`] does it sans IO over a [`FrameBuffer`]; [`open`] drives it on a
-//! glommio socket and [`BlockingWs`] on a blocking one (the fan-out trigger).
+//! [`Socket`] (glommio's or a busy-polled one) and [`BlockingWs`] on a blocking one (the fan-out
+//! trigger).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -10,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use glommio::timer::sleep;
 
 use crate::keys::SplitMix64;
 use crate::rivetconn::{self, ToClient};
 use crate::shard::ErrorKind;
+use crate::socket::Socket;
 use crate::ws::{self, FrameError, MessageKind, Next, Payload};
 
 /// The subprotocol the server must select.
@@ -308,43 +309,31 @@ pub(crate) fn clip(bytes: &[u8]) -> String {
     }
 }
 
-/// An open connection on a glommio executor.
-pub(crate) struct WsConn {
-    pub(crate) stream: TcpStream,
+/// An open connection (on a glommio executor unless the socket says otherwise).
+pub(crate) struct WsConn<S = TcpStream> {
+    pub(crate) stream: S,
     pub(crate) frames: FrameBuffer,
 }
 
 /// Connects to `actor`'s connection endpoint and waits for `Init`: the TCP connect within
 /// `connect_timeout`, the rest within `timeout`.
-pub(crate) async fn open(
+pub(crate) async fn open<S: Socket>(
     endpoint: &WsEndpoint,
     actor: usize,
     rng: &mut SplitMix64,
     connect_timeout: Duration,
     timeout: Duration,
-) -> Result<WsConn, SetupError> {
-    let mut stream = TcpStream::connect_timeout(endpoint.addr, connect_timeout)
+) -> Result<WsConn<S>, SetupError> {
+    let mut stream = S::connect(endpoint.addr, connect_timeout)
         .await
-        .map_err(|error| {
-            let error = io::Error::from(error);
-            let kind = match error.kind() {
-                io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
-                io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
-                _ => ErrorKind::Connect,
-            };
-            SetupError {
-                kind,
-                detail: format!("cannot connect to {}: {error}", endpoint.addr),
-            }
+        .map_err(|error| SetupError {
+            kind: ErrorKind::of_connect(&error),
+            detail: format!("cannot connect to {}: {error}", endpoint.addr),
         })?;
-    stream.set_nodelay(true).map_err(|error| SetupError {
-        kind: ErrorKind::Connect,
-        detail: format!("set_nodelay: {error}"),
-    })?;
     let mut frames = FrameBuffer::new();
     let handshake = handshake(&mut stream, &mut frames, endpoint, actor, rng);
     let expired = async {
-        sleep(timeout).await;
+        S::sleep(timeout).await;
         Err(SetupError::handshake(format!(
             "no 101 and Init within {timeout:?} of connecting"
         )))
@@ -355,7 +344,7 @@ pub(crate) async fn open(
 
 /// Writes the upgrade and reads until `Init`.
 async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut impl Socket,
     frames: &mut FrameBuffer,
     endpoint: &WsEndpoint,
     actor: usize,

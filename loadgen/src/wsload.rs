@@ -14,11 +14,10 @@
 //! retried after a short pause. In the open loop, actions that fall due while there is no connection are queued (up to the bound)
 //! and written once the next connection has its `Init`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,16 +25,16 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::timer::{Timer, sleep};
+use glommio::timer::Timer;
 use hdrhistogram::Histogram;
 
 use crate::keys::{KeyDist, Picker, SplitMix64};
 use crate::rivetconn::{self, ActionTemplate, InFlight, ToClient};
 use crate::shard::{
-    CONNECT_BACKOFF, ErrorKind, LATENCY_NS_MAX, OpenLoop, Pacing, Progress, ShardReport, Tickets,
-    WATCHDOG_TICK_MAX, nanos,
+    CONNECT_BACKOFF, ErrorKind, LATENCY_NS_MAX, OpenLoop, Pacing, Progress, ShardReport, Slot,
+    Tally, Tickets, nanos,
 };
+use crate::socket::Socket;
 use crate::ws::{self, MessageKind, Opcode};
 use crate::wsconn::{self, WsConn, WsEndpoint};
 
@@ -108,127 +107,38 @@ impl WsExtras {
     }
 }
 
-/// Per-connection state the watchdog can see.
-#[derive(Debug)]
-struct Slot {
-    /// The connection's socket, or -1 when there is none.
-    fd: Cell<RawFd>,
-    /// When the oldest unanswered action was written, if one is.
-    busy_since: Cell<Option<Instant>>,
-    /// Set by the watchdog when it shut the socket down.
-    timed_out: Cell<bool>,
-}
-
 struct Shard {
     plan: WsPlan,
-    slots: Vec<Slot>,
-    requests: Cell<u64>,
-    ok: Cell<u64>,
-    error_count: Cell<u64>,
-    connects: Cell<u64>,
-    sent: Cell<u64>,
-    late: Cell<u64>,
-    errors: RefCell<BTreeMap<ErrorKind, u64>>,
-    histogram: RefCell<Histogram<u64>>,
-    send_lag: RefCell<Histogram<u64>>,
+    tally: Rc<Tally>,
     extras: RefCell<WsExtras>,
 }
 
 impl Shard {
-    fn count_error(&self, kind: ErrorKind, n: u64) {
-        if !kind.is_connect() {
-            self.requests.set(self.requests.get() + n);
-        }
-        self.error_count.set(self.error_count.get() + n);
-        *self.errors.borrow_mut().entry(kind).or_default() += n;
-    }
-
-    fn count_ok(&self, latency: Duration) {
-        self.requests.set(self.requests.get() + 1);
-        self.ok.set(self.ok.get() + 1);
-        self.histogram
-            .borrow_mut()
-            .saturating_record(nanos(latency));
-    }
-
     fn note_failure(&self, detail: impl FnOnce() -> String) {
         let mut extras = self.extras.borrow_mut();
         if extras.first_failure.is_none() {
             extras.first_failure = Some(detail());
         }
     }
-
-    fn publish_progress(&self) {
-        let progress = &self.plan.progress;
-        progress
-            .requests
-            .store(self.requests.get(), Ordering::Relaxed);
-        progress
-            .errors
-            .store(self.error_count.get(), Ordering::Relaxed);
-    }
 }
 
 /// Runs the executor's share of the load to the end and reports it.
-pub(crate) async fn run(plan: WsPlan) -> WsReport {
-    let histogram = Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
-        .expect("static histogram bounds are valid");
+pub(crate) async fn run<S: Socket>(plan: WsPlan) -> WsReport {
+    let tally = Tally::new(
+        plan.connections,
+        plan.timeout,
+        plan.deadline,
+        &plan.progress,
+    );
     let shard = Rc::new(Shard {
-        slots: (0..plan.connections)
-            .map(|_| Slot {
-                fd: Cell::new(-1),
-                busy_since: Cell::new(None),
-                timed_out: Cell::new(false),
-            })
-            .collect(),
         plan,
-        requests: Cell::new(0),
-        ok: Cell::new(0),
-        error_count: Cell::new(0),
-        connects: Cell::new(0),
-        sent: Cell::new(0),
-        late: Cell::new(0),
-        errors: RefCell::new(BTreeMap::new()),
-        send_lag: RefCell::new(histogram.clone()),
-        histogram: RefCell::new(histogram),
+        tally,
         extras: RefCell::new(WsExtras::new()),
     });
-    let tasks: Vec<_> = (0..shard.plan.connections)
-        .map(|index| glommio::spawn_local(connection_loop(shard.clone(), index)))
-        .collect();
-    let watchdog = glommio::spawn_local(watchdog(shard.clone()));
-    let all_done = async {
-        for task in tasks {
-            task.await;
-        }
-        false
-    };
-    let deadline = shard.plan.deadline;
-    let stop = async {
-        sleep(deadline.saturating_duration_since(Instant::now())).await;
-        true
-    };
-    // Dropping the losing future cancels the connection tasks still running.
-    let stopped_at_deadline = futures_lite::future::or(all_done, stop).await;
-    drop(watchdog);
-    let end = if stopped_at_deadline {
-        deadline
-    } else {
-        Instant::now().min(deadline)
-    };
-    shard.publish_progress();
+    let tasks = (0..shard.plan.connections).map(|index| connection_loop::<S>(shard.clone(), index));
+    let base = shard.tally.clone().run::<S>(tasks).await;
     WsReport {
-        base: ShardReport {
-            requests: shard.requests.get(),
-            ok: shard.ok.get(),
-            errors: shard.errors.borrow().clone(),
-            histogram: shard.histogram.borrow().clone(),
-            connects: shard.connects.get(),
-            sent: shard.sent.get(),
-            late: shard.late.get(),
-            send_lag: shard.send_lag.borrow().clone(),
-            end,
-        },
+        base,
         extras: shard.extras.borrow().clone(),
     }
 }
@@ -247,13 +157,13 @@ struct Pending {
 }
 
 /// One connection's state; see [`connection_loop`].
-struct Lane<'a> {
+struct Lane<'a, S> {
     shard: &'a Shard,
     slot: &'a Slot,
     global: u64,
     picker: Picker,
     rng: SplitMix64,
-    conn: Option<WsConn>,
+    conn: Option<WsConn<S>>,
     /// Bytes handed to the connection; `out[written..]` is not written yet.
     out: Vec<u8>,
     written: usize,
@@ -263,7 +173,7 @@ struct Lane<'a> {
     in_flight: InFlight<Pending>,
     /// Open loop: actions due while there was no connection.
     queued: VecDeque<Pending>,
-    /// Open loop only: the timer for the next due action.
+    /// Open loop only (so glommio only): the timer for the next due action.
     timer: Option<Timer>,
     /// Reused to build `group/code` keys.
     code_key: String,
@@ -276,12 +186,12 @@ enum Event {
     Due,
 }
 
-async fn connection_loop(shard: Rc<Shard>, index: usize) {
+async fn connection_loop<S: Socket>(shard: Rc<Shard>, index: usize) {
     let plan = &shard.plan;
     let global = (plan.first_connection + index) as u64;
-    let mut lane = Lane {
+    let mut lane = Lane::<S> {
         shard: &shard,
-        slot: &shard.slots[index],
+        slot: &shard.tally.slots[index],
         global,
         picker: Picker::new(
             plan.key_dist,
@@ -315,7 +225,7 @@ pub(crate) fn mask_seed(global: u64) -> u64 {
     clock ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-impl Lane<'_> {
+impl<S: Socket> Lane<'_, S> {
     async fn closed_loop(&mut self, in_flight: usize) {
         let plan = &self.shard.plan;
         let budget_spent = |now: Instant| {
@@ -336,7 +246,7 @@ impl Lane<'_> {
                     break;
                 }
                 if self.connect().await.is_err() {
-                    sleep(CONNECT_BACKOFF).await;
+                    S::sleep(CONNECT_BACKOFF).await;
                 }
                 continue;
             }
@@ -411,7 +321,7 @@ impl Lane<'_> {
             if finished && self.outstanding() == 0 {
                 if !spent {
                     // The measured window is the schedule's: it ends at the deadline.
-                    sleep(plan.deadline.saturating_duration_since(Instant::now())).await;
+                    S::sleep(plan.deadline.saturating_duration_since(Instant::now())).await;
                 }
                 break;
             }
@@ -419,7 +329,7 @@ impl Lane<'_> {
                 if self.connect().await.is_err() {
                     // The schedule goes on: what falls due meanwhile is queued (up to the
                     // bound) and written once a connection is up.
-                    sleep(CONNECT_BACKOFF).await;
+                    S::sleep(CONNECT_BACKOFF).await;
                 } else if next_slot.is_none() {
                     // The schedule starts at the first connection; earlier slots are setup.
                     next_slot = Some(open.first_slot_from(self.global, Instant::now()));
@@ -440,7 +350,7 @@ impl Lane<'_> {
         let plan = &shard.plan;
         let actor = self.picker.pick();
         let started = Instant::now();
-        let opened = wsconn::open(
+        let opened = wsconn::open::<S>(
             &plan.endpoint,
             actor,
             &mut self.rng,
@@ -456,7 +366,7 @@ impl Lane<'_> {
                     .borrow_mut()
                     .handshake
                     .saturating_record(nanos(now - started));
-                shard.connects.set(shard.connects.get() + 1);
+                shard.tally.count_connect();
                 self.slot.fd.set(conn.stream.as_raw_fd());
                 self.conn = Some(conn);
                 while let Some(pending) = self.queued.pop_front() {
@@ -470,7 +380,7 @@ impl Lane<'_> {
             Err(failure) => {
                 shard.note_failure(|| failure.detail);
                 if now >= plan.measure_start && now < plan.deadline {
-                    shard.count_error(failure.kind, 1);
+                    shard.tally.count_error(failure.kind, 1);
                 }
                 Err(())
             }
@@ -491,12 +401,10 @@ impl Lane<'_> {
         let shard = self.shard;
         pending.sent = Some(now);
         if pending.measuring {
-            shard.sent.set(shard.sent.get() + 1);
-            if matches!(shard.plan.pacing, Pacing::Open(_)) {
-                shard.late.set(shard.late.get() + u64::from(pending.late));
-                let lag = now.saturating_duration_since(pending.origin);
-                shard.send_lag.borrow_mut().saturating_record(nanos(lag));
-            }
+            let lag = now.saturating_duration_since(pending.origin);
+            shard
+                .tally
+                .count_sent(&shard.plan.pacing, pending.late, lag);
         }
         let id = self.in_flight.push(pending);
         self.scratch.clear();
@@ -518,7 +426,7 @@ impl Lane<'_> {
         self.update_busy();
         let Some(conn) = self.conn.as_mut() else {
             if let Some(due) = due {
-                sleep(due.saturating_duration_since(Instant::now())).await;
+                S::sleep(due.saturating_duration_since(Instant::now())).await;
             }
             return;
         };
@@ -619,7 +527,7 @@ impl Lane<'_> {
                         ToClient::ActionResponse { id } => match self.in_flight.take(id) {
                             Some(pending) => {
                                 if pending.measuring && now < plan.deadline {
-                                    shard.count_ok(now - pending.origin);
+                                    shard.tally.count_ok(now - pending.origin);
                                 }
                             }
                             None => {
@@ -646,7 +554,7 @@ impl Lane<'_> {
                                     )
                                 });
                                 if pending.measuring && now < plan.deadline {
-                                    shard.count_error(ErrorKind::ActionError, 1);
+                                    shard.tally.count_error(ErrorKind::ActionError, 1);
                                     self.code_key.clear();
                                     self.code_key.push_str(&group.decode());
                                     self.code_key.push('/');
@@ -740,7 +648,7 @@ impl Lane<'_> {
         let counted = now < shard.plan.deadline;
         for pending in self.in_flight.reset() {
             if pending.measuring && counted {
-                shard.count_error(kind, 1);
+                shard.tally.count_error(kind, 1);
             }
         }
         self.out.clear();
@@ -749,32 +657,5 @@ impl Lane<'_> {
         self.slot.fd.set(-1);
         self.conn = None;
         self.slot.busy_since.set(None);
-    }
-}
-
-/// Enforces the per-action timeout and publishes the progress counters.
-async fn watchdog(shard: Rc<Shard>) {
-    let tick = (shard.plan.timeout / 10).clamp(Duration::from_millis(1), WATCHDOG_TICK_MAX);
-    loop {
-        sleep(tick).await;
-        shard.publish_progress();
-        let now = Instant::now();
-        for slot in &shard.slots {
-            let expired = slot
-                .busy_since
-                .get()
-                .is_some_and(|since| now - since >= shard.plan.timeout);
-            let fd = slot.fd.get();
-            if expired && fd >= 0 && !slot.timed_out.get() {
-                slot.timed_out.set(true);
-                // SAFETY: `fd` is the open socket of a live connection: the connection loop runs
-                // on this thread and sets the slot to -1 before it drops (closes) the stream, so
-                // the descriptor cannot have been closed or reused. `shutdown` does not close it;
-                // it only makes the pending read or write return.
-                unsafe {
-                    libc::shutdown(fd, libc::SHUT_RDWR);
-                }
-            }
-        }
     }
 }
