@@ -494,14 +494,19 @@ impl Actor for Worker {
                 "process",
                 |c, (task, coordinator_key): (Task, Vec<String>)| async move {
                     c.state_mut(|processed| *processed += 1);
-                    // JS `task.value * 2`: numbers double, anything else is NaN (null in JSON).
-                    let result = match (task.value.as_i64(), task.value.as_f64()) {
-                        (Some(int), _) => match int.checked_mul(2) {
-                            Some(doubled) => Value::from(doubled),
-                            None => Value::from(int as f64 * 2.0),
-                        },
-                        (None, Some(number)) => Value::from(number * 2.0),
-                        (None, None) => Value::Null,
+                    // JS `task.value * 2`.
+                    let result = match (task.value.as_i64(), to_number(&task.value)) {
+                        (Some(int), _) if int.checked_mul(2).is_some() => Value::from(int * 2),
+                        (_, number) if number.is_finite() => {
+                            let doubled = number * 2.0;
+                            if doubled.fract() == 0.0 && doubled.abs() < 9.0e15 {
+                                Value::from(doubled as i64)
+                            } else {
+                                Value::from(doubled)
+                            }
+                        }
+                        // NaN and infinities serialize as null, as JSON.stringify does.
+                        _ => Value::Null,
                     };
                     c.client()
                         .get_or_create("coordinator", coordinator_key)
@@ -515,6 +520,30 @@ impl Actor for Worker {
                 },
             )
             .action("processedCount", |c, ()| Ok(*c.state));
+    }
+}
+
+/// JS `ToNumber` for the values JSON can carry: numbers, numeric strings (trimmed; empty is 0),
+/// `null` (0), booleans (0/1), and arrays of at most one element (`[]` is 0, `[x]` is x's);
+/// everything else is NaN.
+fn to_number(value: &Value) -> f64 {
+    match value {
+        Value::Null => 0.0,
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::String(text) => {
+            let text = text.trim();
+            if text.is_empty() {
+                0.0
+            } else {
+                text.parse().unwrap_or(f64::NAN)
+            }
+        }
+        Value::Array(items) => match items.as_slice() {
+            [] => 0.0,
+            [one] => to_number(one),
+            _ => f64::NAN,
+        },
+        other => other.as_f64().unwrap_or(f64::NAN),
     }
 }
 

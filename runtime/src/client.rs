@@ -1,6 +1,6 @@
 //! Calling actors from inside actions (RivetKit's `c.client()`).
 //!
-//! ```ignore
+//! ```text
 //! let client = c.client();
 //! let ack: Ack = client
 //!     .get_or_create("worker", [task.id.as_str()])
@@ -70,11 +70,18 @@ impl Client {
         self.handle(name, key, Create::IfAbsent, Some(input))
     }
 
-    /// A new actor `name` with `key` (RivetKit's `create`): the first call creates it and
-    /// fails with `actor/duplicate_key` if it exists; later calls through the same handle reach
-    /// the created actor.
-    pub fn create(&self, name: &str, key: impl KeyParts, input: Option<Value>) -> ActorHandle {
-        self.handle(name, key, Create::Always, input)
+    /// Creates the actor `name` with `key` now (RivetKit's `create`) and returns a handle to it;
+    /// fails with `actor/duplicate_key` if it exists.
+    pub async fn create(
+        &self,
+        name: &str,
+        key: impl KeyParts,
+        input: Option<Value>,
+    ) -> Result<ActorHandle, CallError> {
+        let handle = self.handle(name, key, Create::Always, input);
+        // An empty action name resolves (here: creates) without calling anything.
+        handle.call::<()>("", ()).await?;
+        Ok(self.get_for_id(name, handle.id()))
     }
 
     /// The actor with id `id` (RivetKit's `getForId`).
@@ -85,7 +92,6 @@ impl Client {
                 name: name.to_string(),
                 id,
             },
-            created: std::cell::Cell::new(false),
         }
     }
 
@@ -104,7 +110,6 @@ impl Client {
                 create,
                 input,
             },
-            created: std::cell::Cell::new(false),
         }
     }
 }
@@ -161,8 +166,6 @@ impl CallTarget {
 pub struct ActorHandle {
     client: Client,
     target: CallTarget,
-    /// A `create` handle whose actor exists now: later calls just reach it.
-    created: std::cell::Cell<bool>,
 }
 
 impl ActorHandle {
@@ -185,13 +188,7 @@ impl ActorHandle {
             CallError::internal(format!("the arguments do not serialize: {error}"))
         })?;
         body.push(b'}');
-        let mut target = self.target.clone();
-        if let CallTarget::Key { create, .. } = &mut target
-            && *create == Create::Always
-            && self.created.get()
-        {
-            *create = Create::Never;
-        }
+        let target = self.target.clone();
         let owner = target.id().shard(shard.shard_count());
         let timeout = shard.config.limits.action_timeout;
         let call = async {
@@ -210,11 +207,7 @@ impl ActorHandle {
             sys::sleep(timeout).await;
             Reply::error(&RivetError::timed_out())
         };
-        let reply = futures_lite::future::or(call, deadline).await;
-        if reply.status == 200 {
-            self.created.set(true);
-        }
-        decode(reply)
+        decode(futures_lite::future::or(call, deadline).await)
     }
 }
 
@@ -246,6 +239,10 @@ pub(crate) async fn run(
             _ => return Reply::error(&RivetError::actor_not_found(&id.to_string())),
         },
     };
+    if action.is_empty() {
+        // Resolution only (`Client::create`): the answer is `undefined`.
+        return Reply::ok_empty();
+    }
     let mut reply = Reply::error(&RivetError::internal());
     protocol::run_action(shard, id, action, &mut body, Value::Null, &mut reply).await;
     reply

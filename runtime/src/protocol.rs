@@ -273,6 +273,14 @@ impl Reply {
         }
     }
 
+    /// A 200 with `{}` (an action that returned `undefined`).
+    pub(crate) fn ok_empty() -> Reply {
+        let mut reply = Reply::new();
+        reply.status = 200;
+        reply.body.extend_from_slice(b"{}");
+        reply
+    }
+
     pub(crate) fn error(error: &RivetError) -> Reply {
         let mut reply = Reply::new();
         reply.status = error.status;

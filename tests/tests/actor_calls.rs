@@ -101,6 +101,26 @@ impl Actor for Ring {
                     }
                 })
             })
+            .action_async("createAndUse", |c, (key,): (String,)| async move {
+                let client = c.client();
+                let created = client.create("ring", [key.as_str()], None).await?;
+                // A failing first call does not make later calls on the handle fail...
+                let failed = created.call::<()>("fail", ("first",)).await.unwrap_err();
+                let pong = created.call::<String>("ping", ()).await?;
+                // ...and a second create of the same key is refused.
+                let again = client.create("ring", [key.as_str()], None).await.err();
+                // `()` is no arguments at all.
+                let echoed = client
+                    .get_or_create("counter", ["args"])
+                    .call::<Value>("echo", ())
+                    .await?;
+                Ok(json!({
+                    "failed": failed.code,
+                    "pong": pong,
+                    "again": again.map(|e| e.code),
+                    "echoed": echoed,
+                }))
+            })
             .action("ping", |_, ()| Ok("pong"));
     }
 }
@@ -306,4 +326,18 @@ fn overload_is_refused_quickly_while_other_actors_answer() {
     assert_eq!(ok + refused, 40);
     assert_eq!(ok, pending_max, "exactly the bound was admitted");
     server.stop().unwrap();
+}
+
+#[test]
+fn create_makes_the_actor_at_once() {
+    for shards in [1, 2] {
+        let server = start(shards, |_| {});
+        let mut rivet = Rivet::connect(server.local_addr());
+        let id = rivet.get_or_create("ring", "creator");
+        assert_eq!(
+            rivet.call(&id, "createAndUse", json!([format!("created-{shards}")])),
+            json!({"failed": "first", "pong": "pong", "again": "duplicate_key", "echoed": []})
+        );
+        server.stop().unwrap();
+    }
 }

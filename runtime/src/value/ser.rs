@@ -25,13 +25,18 @@ pub fn write_tagged<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(
     result
 }
 
-/// Serializes an argument list: a tuple or array is the list itself, anything else (including a
-/// tagged scalar such as `["$BigInt","1"]`, but not an escaped user array `["$$x",…]`) is the
-/// one argument of the list.
+/// Serializes an argument list: a tuple or array is the list itself, `()` (or anything else that
+/// serializes as `null`) is no arguments, anything else (including a tagged scalar such as
+/// `["$BigInt","1"]`, but not an escaped user array `["$$x",…]`) is the one argument of the list.
 pub fn write_args<T: Serialize + ?Sized>(out: &mut Vec<u8>, args: &T) -> Result<(), Error> {
     let start = out.len();
     write_tagged(out, args)?;
     let written = &out[start..];
+    if written == b"null" {
+        out.truncate(start);
+        out.extend_from_slice(b"[]");
+        return Ok(());
+    }
     let is_tag = written.starts_with(b"[\"$") && !written.starts_with(b"[\"$$");
     if !written.starts_with(b"[") || is_tag {
         out.insert(start, b'[');
