@@ -294,7 +294,7 @@ fn open(from: Net, to: Net) -> Client {
 /// The closing handshake from the client side, then the server's end of stream.
 fn close(mut c: Client) {
     c.send_close(1000, "done");
-    assert_eq!(c.expect_close(1000), "");
+    assert_eq!(c.expect_close(1000), "done", "the reason is echoed");
     c.expect_eof();
 }
 
