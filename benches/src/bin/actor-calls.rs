@@ -47,6 +47,9 @@ struct Args {
     /// Shards (the measurement needs 2).
     #[arg(long, default_value_t = 2)]
     shards: usize,
+    /// `Config::spin_before_park` in microseconds (the server's default when absent).
+    #[arg(long)]
+    spin_us: Option<u64>,
 }
 
 struct Pinger;
@@ -238,6 +241,9 @@ fn main() {
         Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: Some(args.shards),
+            spin_before_park: args
+                .spin_us
+                .map_or(Config::default().spin_before_park, Duration::from_micros),
             ..Config::default()
         },
     )
