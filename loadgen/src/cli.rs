@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::keys::{self, KeyDist};
+use crate::plot::YScale;
 use crate::socket::BUSY_POLL_CONNECTIONS_MAX;
 
 const EXAMPLES: &str = "\
@@ -32,7 +33,10 @@ Examples:
 
   # nginx `return 200` for comparison, stop after 100000 requests, keep the results
   loadgen raw --url http://127.0.0.1:8080/ --connections 64 --requests 100000 \\
-      --json out.json --hgrm out.hgrm
+      --json out.json --hgrm out.hgrm --plot out.svg
+
+  # overlay several runs' latency percentile distributions (see `loadgen plot --help`)
+  loadgen plot --out cmp.svg nginx=nginx.json pinion=pinion.json
 
   # two executors (threads) on CPUs 1-2, 4 requests in flight per connection
   taskset -c 1,2 loadgen raw --url http://127.0.0.1:8080/ --threads 2 --pipeline 4
@@ -115,10 +119,31 @@ JSON summary (--json), besides the fields of the text report: `loop` (\"closed\"
 `rate` and `max_in_flight` (open loop), `pipeline` (closed loop), `sent`, `achieved_rate`,
 `late_sends` and `send_lag_us` {p50, p99, max} (open loop), `busy_poll`, and for action `keys`,
 `key_dist`, `seed`, `resolve_each`; a field that does not apply is null. `mode` is the
-subcommand.
+subcommand. `percentiles_us` lists [percentile, µs] pairs every tenth of a nine from 0 % to
+99.999 %, then [100, max]: enough to plot the distribution (`loadgen plot`).
+
+Progress: on a terminal (stderr), a line once a second with the elapsed time, the phase,
+requests, errors, the rate over the last second and the running p99 of the measured requests
+so far (with several threads, the highest of their p99s); nothing when stderr is not a
+terminal or with --quiet.
 
 Exit status: 0 when the run completed (even with errors), 1 for setup errors (bad URL,
 unreachable endpoint, actor resolution failed), 2 for command-line errors.";
+
+const PLOT_HELP: &str = "\
+Examples:
+  # the runs' --json summaries (or .hgrm files) overlaid, labelled by file name
+  loadgen plot --out latency.svg nginx.json pinion.json
+
+  # explicit labels, a title and a linear latency axis
+  loadgen plot -o cmp.svg --title 'counter.increment, 64 connections' --y linear \\
+      'nginx return 200=out/nginx.json' 'pinion=out/pinion.json' 'redis=out/redis.hgrm'
+
+x is the percentile on a log scale of nines (0 %, 90 %, 99 %, 99.9 %, 99.99 % equally spaced),
+y the latency (log scale by default). Each curve joins the run's percentile points: from a JSON
+summary its `percentiles_us` (every tenth of a nine), or from an older summary without it the
+p50/p90/p99/p99.9/max of `latency_us`; from an .hgrm file every row. The legend gives each
+run's p50, p99 and p99.9.";
 
 const WS_HELP: &str = "\
 Examples:
@@ -281,6 +306,10 @@ pub(crate) enum Command {
     /// latency from the trigger to every subscriber's Event.
     #[command(after_help = FANOUT_HELP)]
     Fanout(FanoutArgs),
+    /// Overlay the latency percentile distributions of several runs (their --json summaries
+    /// or .hgrm files) in one SVG plot.
+    #[command(after_help = PLOT_HELP)]
+    Plot(PlotArgs),
 }
 
 impl Command {
@@ -290,7 +319,7 @@ impl Command {
             Command::Action(args) => Some(&args.load),
             Command::Raw(args) => Some(&args.load),
             Command::Ws(args) => Some(&args.load),
-            Command::Fanout(_) => None,
+            Command::Fanout(_) | Command::Plot(_) => None,
         }
     }
 }
@@ -445,6 +474,23 @@ pub(crate) struct FanoutArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct PlotArgs {
+    /// The SVG file to write.
+    #[arg(long, short = 'o', value_name = "FILE.svg")]
+    pub(crate) out: PathBuf,
+    /// Title above the plot.
+    #[arg(long)]
+    pub(crate) title: Option<String>,
+    /// Latency axis scale.
+    #[arg(long, value_enum, default_value_t = YScale::Log)]
+    pub(crate) y: YScale,
+    /// Runs to overlay, in legend order: `PATH` (labelled by its file name) or `LABEL=PATH`;
+    /// each a --json summary of action/raw/ws or an .hgrm file (values in milliseconds).
+    #[arg(value_name = "[LABEL=]FILE", required = true)]
+    pub(crate) inputs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct RawArgs {
     /// Target URL (http only).
     #[arg(long)]
@@ -509,7 +555,12 @@ pub(crate) struct LoadArgs {
     /// Write the latency distribution (milliseconds) in HdrHistogram's .hgrm text format.
     #[arg(long, value_name = "PATH")]
     pub(crate) hgrm: Option<PathBuf>,
-    /// Print nothing but errors (results still go to --json / --hgrm).
+    /// Write an SVG plot of the latency percentile distribution (x: percentile on a log scale
+    /// of nines up to 99.99 %, y: latency on a log scale). `loadgen plot` overlays several runs
+    /// from their --json summaries.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<PathBuf>,
+    /// Print nothing but errors (results still go to --json / --hgrm / --plot).
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
 }

@@ -15,6 +15,7 @@ mod fanout;
 mod http;
 mod keys;
 mod limits;
+mod plot;
 mod report;
 mod rivet;
 mod rivetconn;
@@ -96,6 +97,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Ws(args) => run_ws(&args),
         Command::Fanout(args) => fanout::run(&args),
+        Command::Plot(args) => plot::run(&args),
     }
 }
 
@@ -137,6 +139,10 @@ fn finish(info: &RunInfo, summary: &Summary, load: &LoadArgs) -> Result<(), Stri
     }
     if let Some(path) = &load.hgrm {
         std::fs::write(path, report::hgrm(&summary.histogram))
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    if let Some(path) = &load.plot {
+        std::fs::write(path, report::plot(info, summary))
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     if !load.quiet {
@@ -616,6 +622,11 @@ type Executors<R> = (
 fn collect<R>(executors: Executors<R>, load: &LoadArgs, clock: &Clock) -> Result<Vec<R>, String> {
     let (receiver, progress, handles) = executors;
     let show_progress = !load.quiet && std::io::stderr().is_terminal();
+    if show_progress {
+        for counters in &progress {
+            counters.wants_p99.store(true, Ordering::Relaxed);
+        }
+    }
     let mut reports = Vec::with_capacity(handles.len());
     let mut line = ProgressLine {
         last_at: clock.wall_start,
@@ -790,8 +801,19 @@ impl ProgressLine {
         } else {
             "load"
         };
+        // Each executor's running p99; with several, the highest (exact with one).
+        let p99_ns = progress
+            .iter()
+            .map(|p| p.p99_ns.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        let p99 = if p99_ns == 0 {
+            "-".to_string()
+        } else {
+            plot::format_micros(p99_ns as f64 / 1000.0)
+        };
         eprint!(
-            "\r\x1b[2K[{:>6.1}s {phase}] requests {requests}  errors {errors}  {rate:.0} req/s",
+            "\r\x1b[2K[{:>6.1}s {phase}] requests {requests}  errors {errors}  {rate:.0} req/s  p99 {p99}",
             now.duration_since(wall_start).as_secs_f64()
         );
         let _ = std::io::stderr().flush();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::keys::KeyDist;
+use crate::plot::{self, Series, YScale};
 use crate::rivet::json_string;
 use crate::shard::{ErrorKind, LATENCY_NS_MAX, ShardReport};
 use crate::wsload::WsExtras;
@@ -483,6 +484,7 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
   "late_sends": {late},
   "send_lag_us": {send_lag},
   "latency_us": {{{latency}"max": {max}, "mean": {mean}, "stdev": {stdev}, "count": {count}}},
+  "percentiles_us": {percentiles},
   "cpu": {{"user_s": {user}, "sys_s": {sys}, "wall_s": {wall}, "util_percent": {util}}},
   "connections_opened": {connects},
   "ws": {ws}
@@ -519,6 +521,7 @@ pub(crate) fn json(info: &RunInfo, summary: &Summary) -> String {
         mean = number(mean_us),
         stdev = number(stdev_us),
         count = summary.histogram.len(),
+        percentiles = plot::percentile_points_json(&summary.histogram),
         user = number(summary.cpu.user.as_secs_f64()),
         sys = number(summary.cpu.system.as_secs_f64()),
         wall = number(summary.wall.as_secs_f64()),
@@ -553,6 +556,27 @@ fn ws_json(run: &RunInfo, summary: &Summary) -> Option<String> {
             .as_deref()
             .map_or_else(|| "null".to_string(), json_string),
     ))
+}
+
+/// The `--plot` SVG: this run's latency percentile distribution (log-scaled latency).
+pub(crate) fn plot(info: &RunInfo, summary: &Summary) -> String {
+    let pacing = match info.open {
+        None => format!("closed loop, {} connections", info.connections),
+        Some((rate, _)) => format!(
+            "open loop at {} req/s, {} connections",
+            trim_float(rate),
+            info.connections
+        ),
+    };
+    let title = format!("{} {} {}: {pacing}", info.mode, info.method, info.url);
+    let label = format!(
+        "{} at {:.0} req/s (n={})",
+        info.mode,
+        summary.throughput(),
+        summary.histogram.len()
+    );
+    let series = Series::from_histogram(&label, &summary.histogram);
+    plot::svg(&title, &[series], YScale::Log)
 }
 
 /// The classic HdrHistogram percentile distribution (`outputPercentileDistribution` with 5

@@ -23,7 +23,7 @@ use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -155,7 +155,15 @@ impl Tickets {
 pub(crate) struct Progress {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// Set by the main thread when it shows the progress line: only then does the watchdog
+    /// compute `p99_ns` (at most every [`PROGRESS_P99_EVERY`]).
+    pub(crate) wants_p99: AtomicBool,
+    /// p99 of the measured latencies so far (ns); 0 before the first.
+    pub(crate) p99_ns: AtomicU64,
 }
+
+/// How often the watchdog recomputes the progress line's p99 (a scan of the histogram).
+const PROGRESS_P99_EVERY: Duration = Duration::from_millis(500);
 
 /// Pre-built requests, one per actor, back to back in one buffer.
 #[derive(Debug, Default)]
@@ -317,6 +325,8 @@ pub(crate) struct Tally {
     errors: RefCell<BTreeMap<ErrorKind, u64>>,
     histogram: RefCell<Histogram<u64>>,
     send_lag: RefCell<Histogram<u64>>,
+    /// When the progress p99 was last computed.
+    p99_at: Cell<Option<Instant>>,
 }
 
 pub(crate) fn nanos(duration: Duration) -> u64 {
@@ -355,6 +365,7 @@ impl Tally {
             errors: RefCell::new(BTreeMap::new()),
             send_lag: RefCell::new(histogram.clone()),
             histogram: RefCell::new(histogram),
+            p99_at: Cell::new(None),
         })
     }
 
@@ -396,6 +407,22 @@ impl Tally {
         progress
             .errors
             .store(self.error_count.get(), Ordering::Relaxed);
+        if progress.wants_p99.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if self
+                .p99_at
+                .get()
+                .is_none_or(|at| now.duration_since(at) >= PROGRESS_P99_EVERY)
+            {
+                self.p99_at.set(Some(now));
+                let histogram = self.histogram.borrow();
+                if !histogram.is_empty() {
+                    progress
+                        .p99_ns
+                        .store(histogram.value_at_quantile(0.99), Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// Runs the connection tasks and the watchdog until every task has ended or the deadline
