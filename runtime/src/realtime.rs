@@ -40,6 +40,10 @@ use crate::shard::Shard;
 use crate::sys;
 use crate::value::{self, ToServer, Value};
 
+/// A connection keeps a response buffer up to this size between messages; a larger one (after
+/// a large output) is dropped rather than pinned for the life of the connection.
+const FRAME_RETAIN_BYTES_MAX: usize = 16 * 1024;
+
 /// The close code for a rejected or failed RivetKit connection (spec §8.6, §8.7).
 const CLOSE_INTERNAL: u16 = 1011;
 
@@ -150,6 +154,7 @@ pub(crate) fn open(shard: &Rc<Shard>, request: WsRequest) -> Box<dyn WsSession> 
                 sender: None,
                 in_flight: Rc::new(Cell::new(0)),
                 liveness: None,
+                frame: Vec::new(),
             })
         }
         WsKind::Raw {
@@ -278,6 +283,8 @@ struct RivetSession {
     /// Asynchronous actions of this connection still running.
     in_flight: Rc<Cell<usize>>,
     liveness: Option<Rc<Liveness>>,
+    /// Where synchronous actions' responses are built, reused across messages.
+    frame: Vec<u8>,
 }
 
 impl WsSession for RivetSession {
@@ -361,7 +368,7 @@ impl WsSession for RivetSession {
 
 impl RivetSession {
     fn action(
-        &self,
+        &mut self,
         conn: ConnKey,
         sender: &WsSender,
         id: u64,
@@ -375,20 +382,24 @@ impl RivetSession {
             scratch.clear();
             match self.actor.clone().start(name, args, &mut scratch, conn) {
                 Started::Done(result) => {
-                    let mut frame = Vec::with_capacity(scratch.len() + 96);
+                    let frame = &mut self.frame;
+                    frame.clear();
                     let output = result.map(|output| match output {
                         Output::Written => Some(&scratch[..]),
                         Output::Undefined => None,
                     });
                     write_result(
-                        &mut frame,
+                        frame,
                         id,
                         output,
                         self.actor.info().name(),
                         name,
                         output_max,
                     );
-                    send_frame(sender, &frame);
+                    send_frame(sender, frame);
+                    if frame.capacity() > FRAME_RETAIN_BYTES_MAX {
+                        *frame = Vec::new();
+                    }
                     return;
                 }
                 Started::Running(future) => future,
