@@ -1,11 +1,15 @@
 //! The reference actor set of `shared/reference` (RivetKit 2.0.33), written against Pinion's
-//! actor API. Names, actions and observable behaviour match `reference-server/actors.js`; actors
-//! whose features Pinion does not have yet (schedules, sleep, destroy) join as those features
-//! land.
+//! actor API. Names, actions and observable behaviour match `reference-server/actors.js`.
+//! Extras beyond the reference: `counter.incrementSaved` (`save_state` before replying),
+//! `durableCounter` (the output gate), `reminder.pending`/`cancel`/`remindAt` (listing and
+//! cancelling schedules).
+
+use std::time::Duration;
 
 use pinion_runtime::{
-    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, RawRequest, RawResponse,
-    Registry, Rest, UserError, Value, WsClose, WsMessage, WsSender, WsSession, join_all, value,
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, ActorOptions, Ctx, RawRequest,
+    RawResponse, Registry, Rest, ScheduleId, UserError, Value, WsClose, WsMessage, WsSender,
+    WsSession, join_all, value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,13 +25,16 @@ pub fn registry() -> Registry {
         .register::<Lifecycle>()
         .register::<Coordinator>()
         .register::<Worker>()
+        .register::<Reminder>()
+        .register::<Sleeper>()
+        .register::<DurableCounter>()
 }
 
 /// `counter`: `{count}`; `increment(amount = 1)` returns the new count and broadcasts it as
 /// `count`.
 pub struct Counter;
 
-#[derive(Default)]
+#[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CounterState {
     pub count: i64,
 }
@@ -64,6 +71,19 @@ impl Actor for Counter {
                 Ok(c.state.count)
             })
             .action("getCount", |c, ()| Ok(c.state.count))
+            // Extra: `increment`, then `save_state` (RivetKit's `saveState({immediate: true})`):
+            // the reply means the new count is on disk.
+            .action_async(
+                "incrementSaved",
+                |c, (amount,): (Option<i64>,)| async move {
+                    let count = c.state_mut(|s| {
+                        s.count = s.count.saturating_add(amount.unwrap_or(1));
+                        s.count
+                    });
+                    c.save_state().await?;
+                    Ok(count)
+                },
+            )
             .action("whoAmI", |c, ()| {
                 Ok(value::to_value(&WhoAmI {
                     name: c.name(),
@@ -78,6 +98,7 @@ impl Actor for Counter {
 /// `profile`: state from creation input `{name}`; `setName` validates the length.
 pub struct Profile;
 
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ProfileState {
     pub name: String,
 }
@@ -238,7 +259,7 @@ impl Actor for Transform {
 /// `onBeforeConnect` refuses the token `"bad"`.
 pub struct ChatRoom;
 
-#[derive(Default)]
+#[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ChatState {
     pub messages: Vec<String>,
 }
@@ -368,9 +389,9 @@ impl Actor for Echo {
 /// `events`.
 pub struct Lifecycle;
 
-#[derive(Default)]
+#[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct LifecycleState {
-    pub events: Vec<&'static str>,
+    pub events: Vec<String>,
 }
 
 impl Actor for Lifecycle {
@@ -386,27 +407,32 @@ impl Actor for Lifecycle {
     fn create_vars(_: &ActorInfo, _: &LifecycleState) {}
 
     fn on_create(c: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
-        c.state.events.push("onCreate");
+        c.state.events.push("onCreate".into());
         Ok(())
     }
 
     fn on_wake(c: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
-        c.state.events.push("onWake");
+        c.state.events.push("onWake".into());
         Ok(())
     }
 
     fn on_connect(c: &mut ActionCtx<'_, Self>) {
-        c.state.events.push("onConnect");
+        c.state.events.push("onConnect".into());
     }
 
     fn on_disconnect(c: &mut ActionCtx<'_, Self>) {
-        c.state.events.push("onDisconnect");
+        c.state.events.push("onDisconnect".into());
     }
 
     fn actions(actions: &mut Actions<Self>) {
         // Outputs are encoded before the ephemeral connection's on_disconnect runs, so this is
         // the snapshot the reference returns.
-        actions.action("events", |c, ()| Ok(c.state.events.clone()));
+        actions
+            .action("events", |c, ()| Ok(c.state.events.clone()))
+            .action("destroyMe", |c, ()| {
+                c.destroy();
+                Ok(true)
+            });
     }
 }
 
@@ -415,7 +441,7 @@ impl Actor for Lifecycle {
 /// `startJob` is still running, which needs re-entrant actions.
 pub struct Coordinator;
 
-#[derive(Default)]
+#[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CoordinatorState {
     /// Results by task id, in report order (a JS object keeps insertion order).
     pub results: value::Map,
@@ -562,5 +588,165 @@ fn js_key(value: &Value) -> String {
             let _ = value::write_tagged(&mut json, other);
             String::from_utf8_lossy(&json).into_owned()
         }
+    }
+}
+
+/// `reminder`: `setReminder(message, delayMs)` schedules `sendReminder(message)`, which records
+/// the message and broadcasts `reminder` `{message}`. Extras: `remindAt(message, unixMs)`,
+/// `pending()` (the pending schedules, `[{id, dueMs}]`) and `cancel(id)`.
+pub struct Reminder;
+
+#[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ReminderState {
+    pub sent: Vec<Value>,
+}
+
+#[derive(Serialize)]
+struct ReminderEvent<'a> {
+    message: &'a Value,
+}
+
+impl Actor for Reminder {
+    const NAME: &'static str = "reminder";
+    type State = ReminderState;
+    type Vars = ();
+    type ConnState = ();
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<ReminderState> {
+        Ok(ReminderState::default())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &ReminderState) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action("setReminder", |c, (message, delay_ms): (Value, Value)| {
+                // JS: a missing or non-numeric delay is NaN, which setTimeout treats as 0.
+                let delay = to_number(&delay_ms);
+                let delay = if delay.is_finite() && delay > 0.0 {
+                    delay as u64
+                } else {
+                    0
+                };
+                c.schedule()
+                    .after(Duration::from_millis(delay), "sendReminder", (message,))?;
+                Ok(true)
+            })
+            .action("remindAt", |c, (message, at_ms): (Value, u64)| {
+                Ok(c.schedule()
+                    .at(at_ms, "sendReminder", (message,))?
+                    .to_string())
+            })
+            .action("sendReminder", |c, (message,): (Value,)| {
+                c.broadcast("reminder", (ReminderEvent { message: &message },))?;
+                c.state.sent.push(message);
+                Ok(())
+            })
+            .action("sent", |c, ()| Ok(c.state.sent.clone()))
+            .action("pending", |c, ()| c.schedule().list())
+            .action("cancel", |c, (id,): (String,)| {
+                let Ok(id) = id.parse::<ScheduleId>() else {
+                    return Ok(false);
+                };
+                c.schedule().cancel(id)
+            });
+    }
+}
+
+/// `sleeper`: durable `state.count` and ephemeral `vars.count`; `onWake` counts wakes in the
+/// state; `sleepNow()` puts the actor to sleep (`c.sleep()`).
+pub struct Sleeper;
+
+#[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SleeperState {
+    pub count: i64,
+    pub wakes: i64,
+}
+
+pub struct SleeperVars {
+    pub count: i64,
+}
+
+#[derive(Serialize)]
+struct SleeperView {
+    state: i64,
+    vars: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wakes: Option<i64>,
+}
+
+impl Actor for Sleeper {
+    const NAME: &'static str = "sleeper";
+    type State = SleeperState;
+    type Vars = SleeperVars;
+    type ConnState = ();
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<SleeperState> {
+        Ok(SleeperState::default())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &SleeperState) -> SleeperVars {
+        SleeperVars { count: 0 }
+    }
+
+    fn on_wake(c: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
+        c.state.wakes += 1;
+        Ok(())
+    }
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action("bump", |c, ()| {
+                c.state.count += 1;
+                c.vars.count += 1;
+                Ok(SleeperView {
+                    state: c.state.count,
+                    vars: c.vars.count,
+                    wakes: None,
+                })
+            })
+            .action("read", |c, ()| {
+                Ok(SleeperView {
+                    state: c.state.count,
+                    vars: c.vars.count,
+                    wakes: Some(c.state.wakes),
+                })
+            })
+            .action("sleepNow", |c, ()| {
+                c.sleep();
+                Ok(true)
+            });
+    }
+}
+
+/// `durableCounter` (extra): a counter behind the output gate
+/// ([`ActorOptions::durable_before_reply`]): `increment(amount = 1)`'s reply, and the `count`
+/// event it broadcasts, leave only once the new count is on disk.
+pub struct DurableCounter;
+
+impl Actor for DurableCounter {
+    const NAME: &'static str = "durableCounter";
+    type State = CounterState;
+    type Vars = ();
+    type ConnState = ();
+    const OPTIONS: ActorOptions = ActorOptions {
+        durable_before_reply: true,
+        ..ActorOptions::DEFAULT
+    };
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<CounterState> {
+        Ok(CounterState::default())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &CounterState) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action("increment", |c, (amount,): (Option<i64>,)| {
+                c.state.count = c.state.count.saturating_add(amount.unwrap_or(1));
+                c.broadcast("count", (c.state.count,))?;
+                Ok(c.state.count)
+            })
+            .action("getCount", |c, ()| Ok(c.state.count));
     }
 }

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::Parser;
-use pinion_runtime::{Config, Server};
+use pinion_runtime::{ActorId, Config, Server};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,9 +25,20 @@ struct Args {
     /// Number of shards (pinned executors). Default: one per CPU this process may use.
     #[arg(long)]
     shards: Option<usize>,
-    /// Directory for the shards' files (storage is in memory in this version).
+    /// Directory for the shards' files: actor state, directory and schedules survive restarts
+    /// and crashes. Without it, actors live in memory only.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Before starting, move every actor in --data-dir to the layout of --shards (needed after
+    /// changing the shard count; the server refuses to start otherwise).
+    #[arg(long, requires = "data_dir", requires = "shards")]
+    reshard: bool,
+    /// Idle time after which an actor sleeps (saved and evicted), for types that set none.
+    #[arg(long, default_value_t = 30_000)]
+    sleep_timeout_ms: u64,
+    /// How long a state change may wait before it is written, for types that set none.
+    #[arg(long, default_value_t = 10_000)]
+    save_interval_ms: u64,
     /// Prefix of every route, e.g. /api/rivet.
     #[arg(long, default_value = "/")]
     base_path: String,
@@ -49,18 +62,30 @@ fn main() -> ExitCode {
         eprintln!("pinion-demo: cannot block signals: {error}");
         return ExitCode::FAILURE;
     }
+    if args.reshard
+        && let (Some(dir), Some(shards)) = (&args.data_dir, args.shards)
+        && let Err(error) = reshard(dir, shards)
+    {
+        eprintln!("pinion-demo: re-sharding {} failed: {error}", dir.display());
+        return ExitCode::FAILURE;
+    }
     let config = Config {
         listen: args.listen,
         shards: args.shards,
         base_path: args.base_path,
         data_dir: args.data_dir,
-        spin_before_park: std::time::Duration::from_micros(args.spin_us),
+        spin_before_park: Duration::from_micros(args.spin_us),
+        sleep_timeout: Duration::from_millis(args.sleep_timeout_ms),
+        save_interval: Duration::from_millis(args.save_interval_ms),
         ..Config::default()
     };
     let server = match Server::start(pinion_demo::registry(), config) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("pinion-demo: {error}");
+            if error.to_string().contains("re-shard") {
+                eprintln!("pinion-demo: to re-shard, run once with --reshard --shards <new count>");
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -79,5 +104,63 @@ fn main() -> ExitCode {
             eprintln!("pinion-demo: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Moves the data directory's actors to the `to`-shard layout, if it has another one.
+fn reshard(dir: &std::path::Path, to: usize) -> std::io::Result<()> {
+    let mut counts: Vec<usize> = Vec::new();
+    if dir.exists() {
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(count) = name
+                .strip_prefix("shard-")
+                .and_then(|rest| rest.split_once("-of-"))
+                .and_then(|(_, count)| count.parse::<usize>().ok())
+                && !counts.contains(&count)
+            {
+                counts.push(count);
+            }
+            if let Some(pair) = name.strip_prefix(".reshard-")
+                && let Some((from, _)) = pair.split_once("-to-")
+                && let Ok(from) = from.parse::<usize>()
+                && !counts.contains(&from)
+            {
+                counts.push(from);
+            }
+        }
+    }
+    match counts.as_slice() {
+        [] => {
+            println!(
+                "pinion-demo: {} holds no shards yet; nothing to re-shard",
+                dir.display()
+            );
+            Ok(())
+        }
+        [from] if *from == to => {
+            println!("pinion-demo: {} already has {to} shards", dir.display());
+            Ok(())
+        }
+        [from] => {
+            println!(
+                "pinion-demo: re-sharding {} from {from} to {to} shards...",
+                dir.display()
+            );
+            let report =
+                pinion_storage::reshard_blocking(dir.to_path_buf(), *from, to, move |id| {
+                    ActorId(id).shard(to)
+                })?;
+            println!(
+                "pinion-demo: moved {} records in {:.2} s",
+                report.records,
+                report.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        several => Err(std::io::Error::other(format!(
+            "the data directory holds several shard layouts ({several:?}); move the extra ones away"
+        ))),
     }
 }

@@ -6,6 +6,7 @@
 //! use pinion_runtime::{ActionResult, Actions, Actor, ActorInfo, Value};
 //!
 //! struct Counter;
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 //! struct CounterState {
 //!     count: i64,
 //! }
@@ -47,7 +48,7 @@
 //!
 //! ```compile_fail
 //! # use pinion_runtime::{ActionResult, Actions, Actor, ActorInfo, Value, sys};
-//! # struct A; struct S { n: i64 }
+//! # struct A; #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)] struct S { n: i64 }
 //! # impl Actor for A {
 //! #     const NAME: &'static str = "a"; type State = S; type Vars = (); type ConnState = ();
 //! #     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<S> { Ok(S { n: 0 }) }
@@ -66,7 +67,7 @@
 //!
 //! ```compile_fail
 //! # use pinion_runtime::{ActionResult, Actions, Actor, ActorInfo, Value, sys};
-//! # struct A; struct S { n: i64 }
+//! # struct A; #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)] struct S { n: i64 }
 //! # impl Actor for A {
 //! #     const NAME: &'static str = "a"; type State = S; type Vars = (); type ConnState = ();
 //! #     fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<S> { Ok(S { n: 0 }) }
@@ -88,7 +89,7 @@
 //! shard keeps serving.
 
 use std::any::TypeId;
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -96,6 +97,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -104,18 +106,61 @@ use pinion_net::server::{WsSender, WsSession};
 
 use crate::client::Client;
 use crate::conn::{Conn, ConnId, ConnKey, Conns};
+use crate::persist::{Persist, PersistError};
 use crate::placement::ActorId;
+use crate::schedule::Schedule;
+use crate::sys;
 use crate::value::{self, ArgList, Value};
 
 /// The result type of actions and hooks.
 pub type ActionResult<T> = Result<T, ActionError>;
 
+/// How the runtime keeps an actor type: when its state is saved, when it sleeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActorOptions {
+    /// How long an actor stays awake without a request, action, connection or schedule before
+    /// it is saved and evicted from memory (RivetKit's `sleepTimeout`). `None`: the server's
+    /// [`crate::Config::sleep_timeout`] (30 s by default, as RivetKit).
+    pub sleep_timeout: Option<Duration>,
+    /// Never sleep on idleness (RivetKit's `noSleep`); [`ActionCtx::sleep`] still works.
+    pub no_sleep: bool,
+    /// Sleep even with realtime connections open (they are closed with 1000 when it does, and
+    /// clients reconnect, waking it). Off by default: a connected actor stays awake.
+    pub sleep_with_conns: bool,
+    /// How long a state change may wait before it is written (RivetKit's `stateSaveInterval`).
+    /// `None`: the server's [`crate::Config::save_interval`] (10 s, as RivetKit). Changes are
+    /// also written when the actor sleeps and when the server stops cleanly.
+    pub save_interval: Option<Duration>,
+    /// The output gate (beyond RivetKit, like Cloudflare Durable Objects'): a reply, and every
+    /// event an action emitted, is held until the state as of the end of that action is on
+    /// disk. Saves of many actors share one `fdatasync` (group commit), so this stays fast.
+    pub durable_before_reply: bool,
+}
+
+impl ActorOptions {
+    pub const DEFAULT: ActorOptions = ActorOptions {
+        sleep_timeout: None,
+        no_sleep: false,
+        sleep_with_conns: false,
+        save_interval: None,
+        durable_before_reply: false,
+    };
+}
+
+impl Default for ActorOptions {
+    fn default() -> ActorOptions {
+        ActorOptions::DEFAULT
+    }
+}
+
 /// An actor type: its name, state, vars and actions.
 pub trait Actor: Sized + 'static {
     /// The name clients address the type by (`client.counter`, `"name":"counter"`).
     const NAME: &'static str;
-    /// Durable state: created once per actor, by [`Actor::create_state`].
-    type State: 'static;
+    /// Durable state: created once per actor, by [`Actor::create_state`], and saved as an rkyv
+    /// snapshot (derive `rkyv::Archive`, `rkyv::Serialize` and `rkyv::Deserialize`; see
+    /// [`crate::persist`]).
+    type State: Persist;
     /// Ephemeral per-instance data, rebuilt by [`Actor::create_vars`] every time the actor starts.
     type Vars: 'static;
     /// Per-connection state (RivetKit's `conn.state`), built by [`Actor::create_conn_state`]
@@ -162,6 +207,33 @@ pub trait Actor: Sized + 'static {
     fn on_wake(actor: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
         let _ = actor;
         Ok(())
+    }
+
+    /// How the runtime keeps this type (sleep timeout, save interval, output gate).
+    const OPTIONS: ActorOptions = ActorOptions::DEFAULT;
+
+    /// Runs before the actor sleeps (idle for its sleep timeout, or [`ActionCtx::sleep`]):
+    /// after its last action, before its connections are closed and its state is saved
+    /// (RivetKit's `onSleep`). Changes it makes to the state are saved.
+    fn on_sleep(actor: &mut ActionCtx<'_, Self>) {
+        let _ = actor;
+    }
+
+    /// Runs when the actor is destroyed ([`ActionCtx::destroy`]), before its data is deleted
+    /// (RivetKit's `onDestroy`).
+    fn on_destroy(actor: &mut ActionCtx<'_, Self>) {
+        let _ = actor;
+    }
+
+    /// Whether [`Actor::on_state_change`] runs. Off by default: noticing a change costs a
+    /// snapshot of the state after every action, hook and `state_mut`.
+    const OBSERVES_STATE: bool = false;
+
+    /// Runs after an action or hook changed the state (compared by snapshot), when
+    /// [`Actor::OBSERVES_STATE`] is set (RivetKit's `onStateChange`). Changes it makes itself
+    /// do not trigger it again.
+    fn on_state_change(actor: &mut ActionCtx<'_, Self>) {
+        let _ = actor;
     }
 
     /// Runs before a client connects, with its params: a realtime connection (`connect()`),
@@ -282,6 +354,8 @@ pub struct ActorInfo {
     pub(crate) name: &'static str,
     pub(crate) key: Vec<String>,
     pub(crate) id: ActorId,
+    /// When the actor was created (Unix ms).
+    pub(crate) created_ms: u64,
 }
 
 impl ActorInfo {
@@ -294,6 +368,20 @@ impl ActorInfo {
     }
     pub fn actor_id(&self) -> ActorId {
         self.id
+    }
+    /// When the actor was created, in milliseconds since the Unix epoch.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    pub(crate) fn record(&self) -> pinion_storage::ActorRecord {
+        pinion_storage::ActorRecord {
+            id: self.id.0,
+            name: self.name.to_string(),
+            key: self.key.clone(),
+            created_ms: self.created_ms,
+            destroyed_ms: None,
+        }
     }
 }
 
@@ -444,6 +532,24 @@ impl<A: Actor> ActionCtx<'_, A> {
     pub fn client(&self) -> Client {
         self.cell.client.clone()
     }
+
+    /// Durable timers of this actor (RivetKit's `c.schedule`).
+    pub fn schedule(&self) -> Schedule {
+        self.cell.schedule()
+    }
+
+    /// Puts the actor to sleep once its running actions are done (RivetKit's `c.sleep()`):
+    /// `on_sleep` runs, its state is saved, it leaves memory, and the next request wakes it.
+    pub fn sleep(&self) {
+        self.cell.request_sleep();
+    }
+
+    /// Destroys the actor after this action (RivetKit's `c.destroy()`): `on_destroy` runs, its
+    /// connections are closed, its state and schedules are deleted, and its key is free
+    /// (`get` finds nothing, `getOrCreate` creates a new actor).
+    pub fn destroy(&self) {
+        self.cell.request_destroy();
+    }
 }
 
 fn broadcast<A: Actor>(cell: &ActorCell<A>, name: &str, args: impl Serialize) -> ActionResult<()> {
@@ -492,7 +598,9 @@ impl<A: Actor> Ctx<A> {
 
     /// Runs `f` with exclusive access to the state.
     pub fn state_mut<R>(&self, f: impl FnOnce(&mut A::State) -> R) -> R {
-        f(&mut self.cell.state.borrow_mut())
+        let result = f(&mut self.cell.state.borrow_mut());
+        self.cell.changed(self.conn);
+        result
     }
 
     pub fn vars<R>(&self, f: impl FnOnce(&A::Vars) -> R) -> R {
@@ -532,6 +640,31 @@ impl<A: Actor> Ctx<A> {
     /// A client for calling other actors (RivetKit's `c.client()`); see [`crate::client`].
     pub fn client(&self) -> Client {
         self.cell.client.clone()
+    }
+
+    /// See [`ActionCtx::schedule`].
+    pub fn schedule(&self) -> Schedule {
+        self.cell.schedule()
+    }
+
+    /// See [`ActionCtx::sleep`].
+    pub fn sleep(&self) {
+        self.cell.request_sleep();
+    }
+
+    /// See [`ActionCtx::destroy`].
+    pub fn destroy(&self) {
+        self.cell.request_destroy();
+    }
+
+    /// Saves the state now and completes once it is durable (RivetKit's
+    /// `c.saveState({immediate: true})`). Many actors saving at once share one `fdatasync`.
+    pub async fn save_state(&self) -> ActionResult<()> {
+        let cell: Rc<dyn ActorObject> = self.cell.clone();
+        match self.cell.client.shard.upgrade() {
+            Some(shard) => shard.persist(&cell).await.map_err(ActionError::from),
+            None => Err(ActionError::internal("the shard is stopping")),
+        }
     }
 }
 
@@ -605,6 +738,8 @@ pub(crate) enum Failure {
     /// The arguments did not decode into the action's parameter types.
     BadArgs(value::Error),
     NotFound,
+    /// The actor went to sleep or was destroyed while the caller held it.
+    Stopping,
 }
 
 type SyncHandler<A> =
@@ -785,7 +920,40 @@ fn with_ctx<A: Actor, T>(
         cell,
         conn,
     };
-    catch_unwind(AssertUnwindSafe(|| f(&mut ctx))).map_err(panicked)
+    let result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))).map_err(panicked);
+    cell.life.last_active.set(sys::now());
+    if A::OBSERVES_STATE && !cell.life.observing.get() {
+        cell.life.observing.set(true);
+        let observed = catch_unwind(AssertUnwindSafe(|| observe_change(&mut ctx)));
+        cell.life.observing.set(false);
+        if observed.is_err() {
+            tracing::error!(actor = A::NAME, "on_state_change panicked");
+        }
+    }
+    cell.mark_dirty();
+    result
+}
+
+/// Runs `on_state_change` if the state's snapshot differs from the last one seen.
+fn observe_change<A: Actor>(ctx: &mut ActionCtx<'_, A>) {
+    let mut bytes = Vec::new();
+    if ctx.state.save(&mut bytes).is_err() {
+        return;
+    }
+    let hash = hash_bytes(&bytes);
+    if hash == ctx.cell.life.observed_hash.replace(hash) {
+        return;
+    }
+    A::on_state_change(ctx);
+    bytes.clear();
+    if ctx.state.save(&mut bytes).is_ok() {
+        ctx.cell.life.observed_hash.set(hash_bytes(&bytes));
+    }
+}
+
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes)
 }
 
 fn panicked(panic: Box<dyn std::any::Any + Send>) -> ActionError {
@@ -823,14 +991,118 @@ pub(crate) struct ActorCell<A: Actor> {
     actions: Rc<Actions<A>>,
     client: Client,
     /// Asynchronous actions of this actor still running.
-    pending: std::cell::Cell<usize>,
+    pending: Cell<usize>,
+    life: Life,
+}
+
+/// Where an awake actor is in its life, as the shard's saver, sleep timer and output gate see it.
+pub(crate) struct Life {
+    /// The state may differ from the last snapshot written.
+    pub(crate) dirty: Cell<bool>,
+    /// A save timer is pending for this actor.
+    pub(crate) save_queued: Cell<bool>,
+    /// The last time an action, hook, request or connection touched the actor.
+    pub(crate) last_active: Cell<Instant>,
+    /// Evicted (asleep) or destroyed: new calls fail, changes are no longer saved.
+    pub(crate) retired: Cell<bool>,
+    pub(crate) sleep_requested: Cell<bool>,
+    pub(crate) destroy_requested: Cell<bool>,
+    /// The sequence number of this actor's last store write.
+    pub(crate) write_seq: Cell<pinion_storage::Seq>,
+    /// Hash of the last snapshot written: an unchanged state is not written again.
+    pub(crate) saved_hash: Cell<u64>,
+    /// Hash of the last snapshot `on_state_change` saw (only with `OBSERVES_STATE`).
+    observed_hash: Cell<u64>,
+    observing: Cell<bool>,
+    /// Which incarnation of the actor this is (set by the shard when it is installed; timers
+    /// carry it). 0 while starting.
+    pub(crate) epoch: Cell<u64>,
+}
+
+impl Life {
+    fn new(saved_hash: u64) -> Life {
+        Life {
+            dirty: Cell::new(false),
+            save_queued: Cell::new(false),
+            last_active: Cell::new(sys::now()),
+            retired: Cell::new(false),
+            sleep_requested: Cell::new(false),
+            destroy_requested: Cell::new(false),
+            write_seq: Cell::new(0),
+            saved_hash: Cell::new(saved_hash),
+            observed_hash: Cell::new(saved_hash),
+            observing: Cell::new(false),
+            epoch: Cell::new(0),
+        }
+    }
+}
+
+impl<A: Actor> ActorCell<A> {
+    /// Notes a change of the state: queues a save unless one is queued.
+    fn mark_dirty(&self) {
+        let life = &self.life;
+        if life.retired.get() {
+            return;
+        }
+        life.dirty.set(true);
+        if !life.save_queued.get()
+            && let Some(shard) = self.client.shard.upgrade()
+        {
+            life.save_queued.set(true);
+            shard.queue_save(self.info.id);
+        }
+    }
+
+    /// After `state_mut`: the same bookkeeping `with_ctx` does.
+    fn changed(self: &Rc<Self>, conn: ConnKey) {
+        if A::OBSERVES_STATE {
+            // Runs the observer (and marks the state dirty) through the usual path.
+            let _ = with_ctx(self, conn, |_| ());
+        } else {
+            self.life.last_active.set(sys::now());
+            self.mark_dirty();
+        }
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule::new(self.client.shard.clone(), self.info.id)
+    }
+
+    fn request_sleep(&self) {
+        if self.life.retired.get() || self.life.sleep_requested.replace(true) {
+            return;
+        }
+        if let Some(shard) = self.client.shard.upgrade() {
+            shard.queue_sleep_now(self.info.id);
+        }
+    }
+
+    fn request_destroy(&self) {
+        if self.life.retired.get() || self.life.destroy_requested.replace(true) {
+            return;
+        }
+        if let Some(shard) = self.client.shard.upgrade() {
+            shard.queue_destroy(self.info.id);
+        }
+    }
 }
 
 /// A live actor of any type, as the shard holds it.
 pub(crate) trait ActorObject {
     fn info(&self) -> &ActorInfo;
+    fn life(&self) -> &Life;
+    fn options(&self) -> ActorOptions;
+    /// Writes the state's snapshot into `out` (replacing its contents).
+    fn snapshot(&self, out: &mut Vec<u8>) -> Result<(), PersistError>;
+    /// Realtime connections (WebSockets) and ephemeral ones (calls in progress).
+    fn conn_counts(&self) -> (usize, usize);
+    /// Runs `on_sleep` (`sleeping`) or `on_destroy`, then disconnects every connection (running
+    /// `on_disconnect`) and closes the realtime ones with `code`.
+    fn stop(self: Rc<Self>, sleeping: bool, code: u16, reason: &str);
+    /// Takes the event frames the output gate holds (see [`ActorOptions::durable_before_reply`]).
+    fn take_held(&self) -> Vec<(WsSender, Rc<[u8]>)>;
     /// How many asynchronous actions of this actor are running (see `Limits::actor_pending_max`).
-    fn pending(&self) -> &std::cell::Cell<usize>;
+    fn pending(&self) -> &Cell<usize>;
     /// Starts action `name` for connection `conn`. For a synchronous action, the output is
     /// written to `out`.
     fn start(
@@ -875,7 +1147,60 @@ impl<A: Actor> ActorObject for ActorCell<A> {
         &self.info
     }
 
-    fn pending(&self) -> &std::cell::Cell<usize> {
+    fn life(&self) -> &Life {
+        &self.life
+    }
+
+    fn options(&self) -> ActorOptions {
+        A::OPTIONS
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) -> Result<(), PersistError> {
+        match self.state.try_borrow() {
+            Ok(state) => state.save(out),
+            Err(_) => Err(PersistError("the state is borrowed".into())),
+        }
+    }
+
+    fn conn_counts(&self) -> (usize, usize) {
+        let conns = self.conns.borrow();
+        let realtime = conns.iter().filter(|c| c.is_realtime()).count();
+        (realtime, conns.len() - realtime)
+    }
+
+    fn stop(self: Rc<Self>, sleeping: bool, code: u16, reason: &str) {
+        let hook = if sleeping {
+            with_ctx(&self, ConnKey::NONE, A::on_sleep)
+        } else {
+            with_ctx(&self, ConnKey::NONE, A::on_destroy)
+        };
+        if let Err(error) = hook {
+            tracing::error!(
+                actor = A::NAME,
+                ?error,
+                sleeping,
+                "on_sleep/on_destroy failed"
+            );
+        }
+        let keys = self.conns.borrow().keys();
+        for key in keys {
+            let sender = self
+                .conns
+                .borrow()
+                .conn(key)
+                .and_then(|conn| conn.sender().cloned());
+            self.clone().disconnect(key);
+            if let Some(sender) = sender {
+                let _ = sender.close(code, reason);
+            }
+        }
+    }
+
+    fn take_held(&self) -> Vec<(WsSender, Rc<[u8]>)> {
+        self.conns.borrow().take_held()
+    }
+
+    fn pending(&self) -> &Cell<usize> {
         &self.pending
     }
 
@@ -905,6 +1230,9 @@ impl<A: Actor> ActorObject for ActorCell<A> {
         out: &mut Vec<u8>,
         conn: ConnKey,
     ) -> Started {
+        if self.life.retired.get() {
+            return Started::Done(Err(Failure::Stopping));
+        }
         let actions = self.actions.clone();
         match actions.handlers.get(name) {
             None => Started::Done(Err(Failure::NotFound)),
@@ -966,10 +1294,18 @@ impl<A: Actor> ActorObject for ActorCell<A> {
 /// start from the [`crate::Registry`].
 pub(crate) trait ActorType {
     fn name(&self) -> &'static str;
+    /// Builds a new actor: `create_state`, `create_vars`, `on_create`, `on_wake`.
     fn create(
         &self,
         info: ActorInfo,
         input: Option<Value>,
+        client: Client,
+    ) -> ActionResult<Rc<dyn ActorObject>>;
+    /// Starts an existing actor from its snapshot: `create_vars`, `on_wake`.
+    fn wake(
+        &self,
+        info: ActorInfo,
+        snapshot: &[u8],
         client: Client,
     ) -> ActionResult<Rc<dyn ActorObject>>;
 }
@@ -1011,17 +1347,51 @@ impl<A: Actor> ActorType for TypeOf<A> {
             Ok(result) => result?,
             Err(panic) => return Err(panicked(panic)),
         };
-        let cell = Rc::new(ActorCell::<A> {
-            info,
-            state: RefCell::new(state),
-            vars: RefCell::new(vars),
-            conns: RefCell::new(Conns::default()),
-            actions: self.actions.clone(),
-            client,
-            pending: std::cell::Cell::new(0),
-        });
+        let cell = self.cell(info, state, vars, client, 0);
         with_ctx(&cell, ConnKey::NONE, A::on_create)??;
         with_ctx(&cell, ConnKey::NONE, A::on_wake)??;
         Ok(cell)
+    }
+
+    fn wake(
+        &self,
+        info: ActorInfo,
+        snapshot: &[u8],
+        client: Client,
+    ) -> ActionResult<Rc<dyn ActorObject>> {
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let state = A::State::load(snapshot)?;
+            let vars = A::create_vars(&info, &state);
+            Ok::<_, ActionError>((state, vars))
+        }));
+        let (state, vars) = match built {
+            Ok(result) => result?,
+            Err(panic) => return Err(panicked(panic)),
+        };
+        let cell = self.cell(info, state, vars, client, hash_bytes(snapshot));
+        with_ctx(&cell, ConnKey::NONE, A::on_wake)??;
+        Ok(cell)
+    }
+}
+
+impl<A: Actor> TypeOf<A> {
+    fn cell(
+        &self,
+        info: ActorInfo,
+        state: A::State,
+        vars: A::Vars,
+        client: Client,
+        saved_hash: u64,
+    ) -> Rc<ActorCell<A>> {
+        Rc::new(ActorCell::<A> {
+            info,
+            state: RefCell::new(state),
+            vars: RefCell::new(vars),
+            conns: RefCell::new(Conns::new(A::OPTIONS.durable_before_reply)),
+            actions: self.actions.clone(),
+            client,
+            pending: Cell::new(0),
+            life: Life::new(saved_hash),
+        })
     }
 }

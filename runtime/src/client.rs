@@ -226,7 +226,7 @@ pub(crate) async fn run(
             key,
             create,
             input,
-        } => match shard.resolve(&name, key, input, create) {
+        } => match shard.resolve(&name, key, input, create).await {
             Err(error) => return Reply::error(&error),
             Ok(None) => {
                 return Reply::error(&RivetError::actor_not_found(&format!(
@@ -235,7 +235,7 @@ pub(crate) async fn run(
             }
             Ok(Some(resolved)) => ActorId(resolved.record.id),
         },
-        CallTarget::Id { name, id } => match shard.record(id) {
+        CallTarget::Id { name, id } => match shard.read_record(id).await {
             Some(record) if record.name == name => id,
             _ => return Reply::error(&RivetError::actor_not_found(&id.to_string())),
         },

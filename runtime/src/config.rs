@@ -15,8 +15,8 @@ pub struct Config {
     pub shards: Option<usize>,
     /// Prefix of every route (RIVETKIT_PROTOCOL.md §1), e.g. `/api/rivet`; `/` for none.
     pub base_path: String,
-    /// Where shards keep their files. Storage is in memory in this version; the directory is
-    /// created so that the durable backend can take it over without changing the command line.
+    /// Where shards keep their files (`shard-<i>-of-<n>/`, see `pinion-storage`). `None`: actor
+    /// data lives in memory only and is lost when the process ends.
     pub data_dir: Option<PathBuf>,
     /// Limits of the HTTP/1.1 layer.
     pub http: pinion_net::http::Limits,
@@ -38,6 +38,14 @@ pub struct Config {
     /// its connection, and receiving events, forever. RivetKit 2.0 sends no pings of its own;
     /// every WebSocket client answers them. `None` disables the heartbeat.
     pub ws_heartbeat: Option<Duration>,
+    /// How long an actor may stay idle before it sleeps, for actor types that do not set
+    /// their own ([`crate::actor::ActorOptions::sleep_timeout`]). RivetKit's default: 30 s.
+    pub sleep_timeout: Duration,
+    /// How long a state change may wait before it is written, for actor types that do not set
+    /// their own ([`crate::actor::ActorOptions::save_interval`]). RivetKit's default: 10 s.
+    pub save_interval: Duration,
+    /// Options of the durable store (`--data-dir`).
+    pub store: pinion_storage::Options,
     /// Limits of the RivetKit protocol layer.
     pub limits: Limits,
 }
@@ -64,6 +72,9 @@ impl Default for Config {
             net_driver: NetDriver::Uring,
             spin_before_park: Duration::from_micros(100),
             ws_heartbeat: Some(Duration::from_secs(30)),
+            sleep_timeout: Duration::from_secs(30),
+            save_interval: Duration::from_secs(10),
+            store: pinion_storage::Options::default(),
             limits: Limits::default(),
         }
     }
@@ -97,6 +108,8 @@ pub struct Limits {
     /// call from another actor whose action has not answered by then fails with
     /// `action/timed_out`; the action is cancelled at its next await and a late reply dropped.
     pub action_timeout: Duration,
+    /// Scheduled actions one shard runs at once; more due schedules wait their turn.
+    pub schedules_in_flight_max: usize,
 }
 
 impl Default for Limits {
@@ -111,6 +124,7 @@ impl Default for Limits {
             conn_subscriptions_max: 1024,
             actor_pending_max: 10_000,
             action_timeout: Duration::from_secs(60),
+            schedules_in_flight_max: 1024,
         }
     }
 }

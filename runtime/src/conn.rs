@@ -10,6 +10,7 @@
 //! broadcast finds its subscribers with one lookup. The event frame is encoded once and the
 //! same bytes (an `Rc<[u8]>`) are queued on every subscriber's socket.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
@@ -75,6 +76,20 @@ pub struct Conn<A: Actor> {
     sender: Option<WsSender>,
     /// The events this connection subscribed to.
     events: Vec<Rc<str>>,
+    /// The actor's output gate, if it has one.
+    gate: Option<Rc<Held>>,
+}
+
+/// Event frames an output gate holds until the state they depend on is durable
+/// ([`crate::actor::ActorOptions::durable_before_reply`]).
+pub(crate) type Held = RefCell<Vec<(WsSender, Rc<[u8]>)>>;
+
+/// Queues `frame` on `sender`, or holds it behind the gate.
+fn deliver(gate: Option<&Rc<Held>>, sender: &WsSender, frame: Rc<[u8]>) {
+    match gate {
+        Some(held) => held.borrow_mut().push((sender.clone(), frame)),
+        None => report_send(sender.send_frame_bytes(frame)),
+    }
 }
 
 impl<A: Actor> Conn<A> {
@@ -112,11 +127,15 @@ impl<A: Actor> Conn<A> {
         let Some(sender) = &self.sender else {
             return Ok(());
         };
-        let mut frame = Vec::new();
-        write_event(&mut frame, name, &args)?;
-        let text = std::str::from_utf8(&frame).map_err(ActionError::from)?;
-        report_send(sender.send_text(text));
+        let mut payload = Vec::new();
+        write_event(&mut payload, name, &args)?;
+        let text = std::str::from_utf8(&payload).map_err(ActionError::from)?;
+        deliver(self.gate.as_ref(), sender, encode_text_frame(text));
         Ok(())
+    }
+
+    pub(crate) fn sender(&self) -> Option<&WsSender> {
+        self.sender.as_ref()
     }
 }
 
@@ -127,6 +146,8 @@ pub struct Conns<A: Actor> {
     live: usize,
     /// Per event name, the realtime connections subscribed to it.
     subscribers: HashMap<Rc<str>, Vec<ConnKey>>,
+    /// The output gate of an actor with `durable_before_reply`.
+    gate: Option<Rc<Held>>,
 }
 
 enum Slot<A: Actor> {
@@ -136,16 +157,45 @@ enum Slot<A: Actor> {
 
 impl<A: Actor> Default for Conns<A> {
     fn default() -> Self {
+        Conns::new(false)
+    }
+}
+
+impl<A: Actor> Conns<A> {
+    /// An empty table; `gated`: events are held until released (the output gate).
+    pub(crate) fn new(gated: bool) -> Self {
         Conns {
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
             subscribers: HashMap::new(),
+            gate: gated.then(|| Rc::new(RefCell::new(Vec::new()))),
         }
     }
-}
 
-impl<A: Actor> Conns<A> {
+    /// The keys of every connection.
+    pub(crate) fn keys(&self) -> Vec<ConnKey> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| match slot {
+                Slot::Used { generation, .. } => Some(ConnKey {
+                    index: index as u32,
+                    generation: *generation,
+                }),
+                Slot::Free { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The frames the output gate holds (empty without a gate).
+    pub(crate) fn take_held(&self) -> Vec<(WsSender, Rc<[u8]>)> {
+        match &self.gate {
+            Some(held) => std::mem::take(&mut *held.borrow_mut()),
+            None => Vec::new(),
+        }
+    }
+
     /// How many connections the actor has (realtime and ephemeral).
     pub fn len(&self) -> usize {
         self.live
@@ -200,6 +250,7 @@ impl<A: Actor> Conns<A> {
             state,
             sender,
             events: Vec::new(),
+            gate: self.gate.clone(),
         };
         self.live += 1;
         if let Some(index) = self.free.pop() {
@@ -301,7 +352,7 @@ impl<A: Actor> Conns<A> {
         let frame = encode_text_frame(text);
         for key in list {
             if let Some(sender) = self.conn(*key).and_then(|conn| conn.sender.as_ref()) {
-                report_send(sender.send_frame_bytes(frame.clone()));
+                deliver(self.gate.as_ref(), sender, frame.clone());
             }
         }
         Ok(())

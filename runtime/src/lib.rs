@@ -14,27 +14,34 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod key;
+mod lifecycle;
 mod mailbox;
+pub mod persist;
 pub mod placement;
 mod protocol;
 mod realtime;
 mod registry;
+pub mod schedule;
 mod server;
 mod shard;
 pub mod sys;
 pub mod value;
 
 pub use actor::{
-    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Ctx, FromArgs, RawRequest,
-    RawResponse, Rest, UserError,
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, ActorOptions, Ctx, FromArgs,
+    RawRequest, RawResponse, Rest, UserError,
 };
 pub use client::{ActorHandle, CallError, Client, join_all};
 pub use config::{Config, Limits, NetDriver};
 pub use conn::{Conn, ConnId, Conns};
+pub use persist::Persist;
 /// The raw WebSocket API for [`Actor::on_websocket`], from `pinion-net`.
 pub use pinion_net::server::{WsClose, WsMessage, WsSender, WsSession};
 pub use placement::ActorId;
 pub use protocol::RivetError;
 pub use registry::Registry;
+/// The rkyv version state snapshots are made with (derive its traits on actor states).
+pub use rkyv;
+pub use schedule::{Schedule, ScheduleId, Scheduled};
 pub use server::{Server, block_shutdown_signals, wait_for_shutdown_signal};
 pub use value::Value;

@@ -16,7 +16,18 @@
 use std::fmt;
 
 /// The identity of one actor instance, stable across restarts.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ActorId(pub u64);
 
 impl ActorId {

@@ -108,6 +108,12 @@ impl RivetError {
         RivetError::new(400, "actor", "duplicate_key", message)
     }
 
+    /// A call reached an actor that went to sleep or was destroyed meanwhile (the reference
+    /// answers "Actor is stopping" the same way).
+    pub(crate) fn stopping() -> RivetError {
+        RivetError::new(500, "internal", "internal_error", "Actor is stopping.")
+    }
+
     pub(crate) fn overloaded() -> RivetError {
         RivetError::new(
             503,
@@ -363,10 +369,10 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
             key,
             input,
             create,
-        } => resolve(shard, &name, key, input.as_deref(), create, &mut reply),
+        } => resolve(shard, &name, key, input.as_deref(), create, &mut reply).await,
         Forwarded::Lookup { id } => {
             reply.status = 200;
-            if let Some(record) = shard.record(id) {
+            if let Some(record) = shard.read_record(id).await {
                 write_actor(&mut reply.body, &record);
             }
         }
@@ -398,7 +404,7 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
                 headers: &headers,
                 body: &request.body,
             };
-            raw_request(shard, id, &view, params, &mut reply);
+            raw_request(shard, id, &view, params, &mut reply).await;
         }
     }
     reply
@@ -553,7 +559,10 @@ impl Handler for Gateway {
         let shard = &self.shard;
         let owner = id.shard(shard.shard_count());
         if owner == shard.index {
-            return Some(Accepted::new(protocol, realtime::open(shard, request)));
+            return Some(Accepted::new(
+                protocol,
+                realtime::open(shard, request).await,
+            ));
         }
         // Move the socket to the owning shard (see `realtime`, Placement).
         let postman = shard.postman.clone();
@@ -659,7 +668,7 @@ impl Gateway {
         }
         let owner = ActorId::derive(&name, &key::serialize(&key)).shard(shard.shard_count());
         if owner == shard.index {
-            resolve(shard, &name, key, input.as_deref(), create, res);
+            resolve(shard, &name, key, input.as_deref(), create, res).await;
         } else {
             let reply = shard
                 .forward(
@@ -701,7 +710,7 @@ impl Gateway {
             }
             let start = list.len();
             if owner == shard.index {
-                if let Some(record) = shard.record(id) {
+                if let Some(record) = shard.read_record(id).await {
                     write_actor(&mut list, &record);
                 }
             } else {
@@ -816,7 +825,7 @@ impl Gateway {
         };
         let owner = id.shard(shard.shard_count());
         if owner == shard.index {
-            raw_request(shard, id, &request, params, res);
+            raw_request(shard, id, &request, params, res).await;
         } else {
             let call = Forwarded::Raw {
                 id,
@@ -829,21 +838,31 @@ impl Gateway {
 }
 
 /// Runs the raw HTTP handler of actor `id` on the owning shard.
-fn raw_request(
-    shard: &Shard,
+async fn raw_request(
+    shard: &Rc<Shard>,
     id: ActorId,
     request: &RawRequest<'_>,
     params: Value,
     sink: &mut dyn Sink,
 ) {
-    let Some(actor) = shard.actor(id) else {
-        return sink.error(&RivetError::actor_not_found(&id.to_string()));
+    let actor = match shard.load(id).await {
+        Ok(Some(actor)) => actor,
+        Ok(None) => return sink.error(&RivetError::actor_not_found(&id.to_string())),
+        Err(error) => return sink.error(&error),
     };
     let conn = match Ephemeral::connect(&actor, params) {
         Ok(conn) => conn,
         Err(error) => return sink.error(&error),
     };
-    match actor.clone().request(request, conn.conn) {
+    let response = actor.clone().request(request, conn.conn);
+    drop(conn);
+    if let Some(Ok(_)) = &response
+        && actor.options().durable_before_reply
+        && let Err(error) = gate_output(shard, &actor).await
+    {
+        return sink.error(&error);
+    }
+    match response {
         None => sink.error(&RivetError::new(
             404,
             "handler",
@@ -868,8 +887,8 @@ struct ActorsBody {
 }
 
 /// Resolves (name, key) on the owning shard and writes the manager API's answer.
-fn resolve(
-    shard: &Shard,
+async fn resolve(
+    shard: &Rc<Shard>,
     name: &str,
     key: Vec<String>,
     input: Option<&str>,
@@ -887,7 +906,7 @@ fn resolve(
             }
         },
     };
-    match shard.resolve(name, key, input, create) {
+    match shard.resolve(name, key, input, create).await {
         Err(error) => sink.error(&error),
         Ok(None) => sink.json(200, &mut |out| out.extend_from_slice(b"{\"actors\":[]}")),
         Ok(Some(resolved)) => sink.json(200, &mut |out| match create {
@@ -935,8 +954,13 @@ async fn action(
     params: Value,
     sink: &mut dyn Sink,
 ) {
-    let Some(actor) = shard.actor(id) else {
-        return sink.error(&RivetError::actor_not_found(&id.to_string()));
+    let actor = match shard.actor(id) {
+        Some(actor) => actor,
+        None => match shard.load(id).await {
+            Ok(Some(actor)) => actor,
+            Ok(None) => return sink.error(&RivetError::actor_not_found(&id.to_string())),
+            Err(error) => return sink.error(&error),
+        },
     };
     let args = match value::parse_action_body(body) {
         Ok(args) => args,
@@ -951,17 +975,43 @@ async fn action(
         Ok(conn) => conn,
         Err(error) => return sink.error(&error),
     };
-    let running = {
+    let started = {
         let mut scratch = shard.scratch.borrow_mut();
         scratch.clear();
         match actor.clone().start(name, &args, &mut scratch, conn.conn) {
+            Started::Done(Ok(output)) if actor.options().durable_before_reply => {
+                Ok((output, scratch.clone()))
+            }
             Started::Done(Ok(output)) => return write_output(sink, output, &scratch, limit),
             Started::Done(Err(failure)) => {
                 return write_failure(sink, actor.info().name(), name, failure);
             }
-            Started::Running(future) => future,
+            Started::Running(future) => Err(future),
         }
     };
+    let (output, gated) = match started {
+        Ok(done) => done,
+        Err(running) => return finish_action(shard, &actor, name, running, conn, sink).await,
+    };
+    // The output gate: the reply waits for the state it reflects to be durable.
+    drop(conn);
+    if let Err(error) = gate_output(shard, &actor).await {
+        return sink.error(&error);
+    }
+    write_output(sink, output, &gated, limit)
+}
+
+/// The rest of [`action`] for an asynchronous action: admission, deadline, output gate.
+async fn finish_action(
+    shard: &Rc<Shard>,
+    actor: &Rc<dyn ActorObject>,
+    name: &str,
+    running: crate::actor::Running,
+    conn: Ephemeral,
+    sink: &mut dyn Sink,
+) {
+    let actor = actor.clone();
+    let limit = shard.config.limits.action_output_bytes_max;
     if actor.pending().get() >= shard.config.limits.actor_pending_max {
         // Refused before its first poll, so none of the action's code ran.
         return sink.error(&RivetError::overloaded());
@@ -975,6 +1025,12 @@ async fn action(
     else {
         return sink.error(&RivetError::timed_out());
     };
+    if result.is_ok() && actor.options().durable_before_reply {
+        drop(conn);
+        if let Err(error) = gate_output(shard, &actor).await {
+            return sink.error(&error);
+        }
+    }
     match result {
         Ok(Some(encoded)) => write_output(sink, Output::Written, &encoded, limit),
         Ok(None) => write_output(sink, Output::Undefined, &[], limit),
@@ -998,9 +1054,89 @@ fn write_failure(sink: &mut dyn Sink, actor: &str, action: &str, failure: Failur
     sink.error(&failure_error(actor, action, failure));
 }
 
+/// The output gate of an actor with `durable_before_reply`, after an action: saves the state
+/// and waits until it is durable, then sends the events the action emitted. On a storage error
+/// the events are dropped and the caller gets an internal error (its change may not survive).
+pub(crate) async fn gate_output(
+    shard: &Shard,
+    actor: &Rc<dyn ActorObject>,
+) -> Result<(), RivetError> {
+    let held = actor.take_held();
+    match shard.persist(actor).await {
+        Ok(()) => {
+            for (sender, frame) in held {
+                let _ = sender.send_frame_bytes(frame);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(id = %actor.info().actor_id(), %error, "a durable save failed");
+            Err(RivetError::internal())
+        }
+    }
+}
+
+/// Runs a scheduled action (no connection, as RivetKit runs them), with the action deadline;
+/// failures are logged.
+pub(crate) async fn run_scheduled(
+    shard: &Rc<Shard>,
+    actor: &Rc<dyn ActorObject>,
+    name: &str,
+    body: &mut [u8],
+) {
+    let actor_name = actor.info().name();
+    let args = match value::parse_action_body(body) {
+        Ok(args) => args,
+        Err(error) => {
+            tracing::error!(actor = actor_name, action = name, %error, "unreadable scheduled arguments");
+            return;
+        }
+    };
+    let started = {
+        let mut scratch = shard.scratch.borrow_mut();
+        scratch.clear();
+        actor
+            .clone()
+            .start(name, &args, &mut scratch, ConnKey::NONE)
+    };
+    let result = match started {
+        Started::Done(result) => result.map(|_| ()),
+        Started::Running(running) => {
+            let _pending = Pending::count(actor);
+            let deadline = async {
+                sys::sleep(shard.config.limits.action_timeout).await;
+                None
+            };
+            match futures_lite::future::or(async { Some(running.await) }, deadline).await {
+                Some(result) => result.map(|_| ()),
+                None => {
+                    tracing::error!(
+                        actor = actor_name,
+                        action = name,
+                        "scheduled action timed out"
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => {
+            if actor.options().durable_before_reply {
+                let _ = gate_output(shard, actor).await;
+            }
+        }
+        Err(failure) => {
+            let error = failure_error(actor_name, name, failure);
+            tracing::warn!(actor = actor_name, action = name, code = %error.code, "scheduled action failed");
+        }
+    }
+}
+
 /// The client's view of an action failure; internal details are logged here.
 pub(crate) fn failure_error(actor: &str, action: &str, failure: Failure) -> RivetError {
     match failure {
+        Failure::Stopping => RivetError::stopping(),
         Failure::NotFound => RivetError::action_not_found(action),
         Failure::BadArgs(error) => {
             RivetError::invalid(format!("Invalid arguments for action '{action}': {error}"))

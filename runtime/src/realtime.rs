@@ -131,9 +131,11 @@ pub(crate) enum WsKind {
 }
 
 /// Builds the session for `request` on the owning shard.
-pub(crate) fn open(shard: &Rc<Shard>, request: WsRequest) -> Box<dyn WsSession> {
-    let Some(actor) = shard.actor(request.id) else {
-        return reject(&RivetError::actor_not_found(&request.id.to_string()));
+pub(crate) async fn open(shard: &Rc<Shard>, request: WsRequest) -> Box<dyn WsSession> {
+    let actor = match shard.load(request.id).await {
+        Ok(Some(actor)) => actor,
+        Ok(None) => return reject(&RivetError::actor_not_found(&request.id.to_string())),
+        Err(error) => return reject(&error),
     };
     let params = match parse_params(request.params.as_deref()) {
         Ok(params) => params,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use pinion_net::server::{Detached, Transport, WsLimits, WsSession};
-use pinion_storage::MemoryStore;
+use pinion_storage::{LogStore, MemoryStore, Store};
 
 use crate::config::{Config, NetDriver};
 use crate::mailbox::{self, Postman};
@@ -80,8 +80,15 @@ impl Server {
             let executor = builder
                 .spawn(move || async move {
                     let config = Rc::new(config);
-                    let store = Box::new(MemoryStore::new());
+                    let store = match open_store(&config, index, shard_count).await {
+                        Ok(store) => store,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                            return;
+                        }
+                    };
                     let shard = Shard::new(index, config, &registry, postman, store);
+                    sys::spawn(shard.clone().run_timers());
                     // SAFETY: `fd` is a listening socket we own (from `into_raw_fd` above) and
                     // nothing else holds it.
                     let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
@@ -96,8 +103,10 @@ impl Server {
                     let _ = ready_tx.send(Ok(()));
                     let accept = accept_loop(listener, gateway, shard.clone());
                     futures_lite::future::or(accept, shard.clone().run_mailbox(mailbox)).await;
-                    // Stopped: the listener is closed. Give requests in flight a moment to finish.
+                    // Stopped: the listener is closed. Give requests in flight a moment to finish,
+                    // then write every changed actor.
                     sys::sleep(Duration::from_millis(50)).await;
+                    shard.save_all().await;
                 })
                 .map_err(|error| {
                     io::Error::other(format!("cannot start shard {index} on CPU {cpu}: {error}"))
@@ -137,6 +146,35 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The shard's store: the durable log under `--data-dir`, or memory without one.
+async fn open_store(
+    config: &Config,
+    index: usize,
+    shard_count: usize,
+) -> io::Result<Rc<dyn Store>> {
+    let Some(dir) = &config.data_dir else {
+        return Ok(Rc::new(MemoryStore::new()));
+    };
+    let store = LogStore::open(dir, index, shard_count, config.store.clone()).await?;
+    let recovered = store.recovered();
+    tracing::info!(
+        shard = index,
+        actors = recovered.live_actors,
+        schedules = recovered.schedules,
+        records = recovered.records,
+        elapsed_ms = recovered.elapsed.as_millis() as u64,
+        "store recovered"
+    );
+    if let Some(torn) = &recovered.torn_tail {
+        tracing::warn!(
+            shard = index,
+            ?torn,
+            "the log ended in a torn write; it was cut off"
+        );
+    }
+    Ok(Rc::new(store))
 }
 
 /// A shard's listening socket, on the configured driver.

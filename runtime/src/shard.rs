@@ -3,8 +3,9 @@
 //! A shard lives on one pinned glommio executor and is reached only from that thread (`Rc`, no
 //! `Send`). Everything an actor needs is here; other shards reach it only through messages.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -14,8 +15,8 @@ use pinion_net::server::{Detached, WsSession};
 use pinion_storage::{ActorRecord, Store};
 
 use crate::actor::{ActorInfo, ActorObject, ActorType};
-use crate::client::Client;
 use crate::config::Config;
+use crate::lifecycle::{Gate, Notify, Timer};
 use crate::mailbox::{Mailbox, Message, Postman, Token};
 use crate::placement::ActorId;
 use crate::protocol::{self, Forwarded, Reply, RivetError};
@@ -26,16 +27,27 @@ use crate::value::Value;
 
 pub(crate) struct Shard {
     /// This shard, for the clients its actors hold (weak: actors live inside the shard).
-    me: std::rc::Weak<Shard>,
+    pub(crate) me: std::rc::Weak<Shard>,
     pub(crate) index: usize,
     pub(crate) config: Rc<Config>,
     pub(crate) postman: Postman,
     types: Vec<Rc<dyn ActorType>>,
-    /// The records of every live (created, not destroyed) actor this shard owns.
-    directory: RefCell<HashMap<ActorId, ActorRecord>>,
-    /// The instances of those actors. Every live actor is awake in this version.
-    actors: RefCell<HashMap<ActorId, Rc<dyn ActorObject>>>,
-    store: RefCell<Box<dyn Store>>,
+    /// The awake actors. Sleeping ones exist only in the store (see `lifecycle`).
+    pub(crate) actors: RefCell<HashMap<ActorId, Rc<dyn ActorObject>>>,
+    /// Actors in a transition (waking, sleeping, being created or destroyed).
+    pub(crate) gates: RefCell<HashMap<ActorId, Rc<Gate>>>,
+    /// The shard's store: directory, snapshots, schedules. Only this shard touches it.
+    pub(crate) store: Rc<dyn Store>,
+    /// Save and sleep timers of awake actors (see `lifecycle`).
+    pub(crate) timers: RefCell<BinaryHeap<Reverse<Timer>>>,
+    pub(crate) timer_notify: Notify,
+    /// Schedules running now, as (actor, schedule).
+    pub(crate) firing: RefCell<HashSet<(u64, u64)>>,
+    /// The last actor incarnation number given out.
+    pub(crate) epoch: Cell<u64>,
+    pub(crate) schedule_counter: Cell<u64>,
+    /// A reusable buffer for snapshots.
+    pub(crate) snapshot_buf: RefCell<Vec<u8>>,
     waiters: RefCell<Waiters>,
     /// The body of `GET /metadata`, built once.
     pub(crate) metadata_json: Vec<u8>,
@@ -66,15 +78,9 @@ impl Shard {
         config: Rc<Config>,
         registry: &Registry,
         postman: Postman,
-        mut store: Box<dyn Store>,
+        store: Rc<dyn Store>,
     ) -> Rc<Shard> {
         let types = registry.instantiate();
-        let directory: HashMap<ActorId, ActorRecord> = store
-            .load_directory()
-            .into_iter()
-            .filter(|record| record.destroyed_ms.is_none())
-            .map(|record| (ActorId(record.id), record))
-            .collect();
         let metadata_json = protocol::metadata_json(registry);
         let shard = Rc::new_cyclic(|me| Shard {
             me: me.clone(),
@@ -82,9 +88,15 @@ impl Shard {
             config,
             postman,
             types,
-            directory: RefCell::new(directory),
             actors: RefCell::new(HashMap::new()),
-            store: RefCell::new(store),
+            gates: RefCell::new(HashMap::new()),
+            store,
+            timers: RefCell::new(BinaryHeap::new()),
+            timer_notify: Notify::default(),
+            firing: RefCell::new(HashSet::new()),
+            epoch: Cell::new(0),
+            schedule_counter: Cell::new(0),
+            snapshot_buf: RefCell::new(Vec::new()),
             waiters: RefCell::new(Waiters::default()),
             metadata_json,
             scratch: RefCell::new(Vec::new()),
@@ -104,7 +116,7 @@ impl Shard {
         self.postman.shard_count()
     }
 
-    fn actor_type(&self, name: &str) -> Option<&Rc<dyn ActorType>> {
+    pub(crate) fn actor_type(&self, name: &str) -> Option<&Rc<dyn ActorType>> {
         self.types.iter().find(|t| t.name() == name)
     }
 
@@ -122,14 +134,11 @@ impl Shard {
         self.actors.borrow().get(&id).cloned()
     }
 
-    pub(crate) fn record(&self, id: ActorId) -> Option<ActorRecord> {
-        self.directory.borrow().get(&id).cloned()
-    }
-
     /// Creates the actor (name, key) unless it exists. `input` is the creation input, used only
-    /// when the actor is created here.
-    pub(crate) fn resolve(
-        &self,
+    /// when the actor is created here. A new actor's record and first snapshot are durable
+    /// before this returns.
+    pub(crate) async fn resolve(
+        self: &Rc<Self>,
         name: &str,
         key: Vec<String>,
         input: Option<Value>,
@@ -140,7 +149,15 @@ impl Shard {
         };
         let id = ActorId::derive(name, &crate::key::serialize(&key));
         debug_assert_eq!(id.shard(self.shard_count()), self.index);
-        if let Some(record) = self.record(id) {
+        self.pass_gate(id).await;
+        let existing = match self.actor(id) {
+            Some(actor) => Some(actor.info().record()),
+            None => match self.store.actor(id.0) {
+                Some(entry) if entry.destroyed_ms.is_none() => self.read_record(id).await,
+                _ => None,
+            },
+        };
+        if let Some(record) = existing {
             if record.name != name || record.key != key {
                 // Two (name, key) pairs hashing to one 64-bit id: astronomically rare, but never
                 // silently hand one actor's state to the other.
@@ -158,28 +175,34 @@ impl Shard {
         if create == Create::Never {
             return Ok(None);
         }
-        let record = ActorRecord {
-            id: id.0,
-            name: actor_type.name().to_string(),
-            key,
-            created_ms: sys::unix_ms(),
-            destroyed_ms: None,
-        };
+        if self.gates.borrow().contains_key(&id) || self.actor(id).is_some() {
+            // Another call created it while we read: answer as if it had been there.
+            return Box::pin(self.resolve(name, key, input, create)).await;
+        }
+        let guard = self.close_gate(id);
         let info = ActorInfo {
             name: actor_type.name(),
-            key: record.key.clone(),
+            key,
             id,
+            created_ms: sys::unix_ms(),
         };
-        let client = Client {
-            shard: self.me.clone(),
+        let record = info.record();
+        let instance = actor_type
+            .create(info, input, self.client())
+            .map_err(|error| {
+                protocol::log_internal("create_state", name, &error);
+                RivetError::from_action(error)
+            })?;
+        let store_error = |error: std::io::Error| {
+            tracing::error!(%id, %error, "storing a new actor failed");
+            RivetError::internal()
         };
-        let instance = actor_type.create(info, input, client).map_err(|error| {
-            protocol::log_internal("create_state", name, &error);
-            RivetError::from_action(error)
-        })?;
-        self.store.borrow_mut().put_actor(&record);
-        self.directory.borrow_mut().insert(id, record.clone());
-        self.actors.borrow_mut().insert(id, instance);
+        self.store.put_actor(&record).await.map_err(store_error)?;
+        instance.life().dirty.set(true);
+        let seq = self.save(&instance).await.map_err(store_error)?;
+        self.install(instance);
+        drop(guard);
+        self.store.durable(seq).await.map_err(store_error)?;
         Ok(Some(Resolved {
             record,
             created: true,
@@ -236,13 +259,17 @@ impl Shard {
                         self.waiters.borrow_mut().complete(token, reply)
                     }
                     Message::Adopt { socket, request } => {
-                        let session = realtime::open(&self, request);
-                        match &*self.adopter.borrow() {
-                            Some(adopt) => adopt(socket, session),
-                            None => {
-                                tracing::error!("a WebSocket was moved to a shard without a driver")
+                        let shard = self.clone();
+                        sys::spawn(async move {
+                            // Waking a sleeping actor may read the store first.
+                            let session = realtime::open(&shard, request).await;
+                            match &*shard.adopter.borrow() {
+                                Some(adopt) => adopt(socket, session),
+                                None => tracing::error!(
+                                    "a WebSocket was moved to a shard without a driver"
+                                ),
                             }
-                        }
+                        });
                     }
                     Message::Stop => return,
                 }

@@ -14,6 +14,7 @@ use serde_json::json;
 
 struct Gate;
 
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct GateState {
     count: i64,
     log: Vec<String>,

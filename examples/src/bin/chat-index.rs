@@ -52,7 +52,7 @@ fn main() -> ExitCode {
 /// `index`: creates rooms and lists them.
 struct Index;
 
-#[derive(Default)]
+#[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct IndexState {
     /// Room names and actor ids, in creation order.
     rooms: Vec<(String, ActorId)>,
@@ -152,6 +152,7 @@ fn room_exists(name: &str) -> ActionError {
 /// `room`: one chat room and its messages.
 struct Room;
 
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct RoomState {
     name: String,
     messages: Vec<Message>,
@@ -162,7 +163,9 @@ struct RoomInput<'a> {
     name: &'a str,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 struct Message {
     user: String,
     text: String,

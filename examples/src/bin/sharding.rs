@@ -110,7 +110,9 @@ fn not_found(error: &CallError) -> bool {
 struct Metrics;
 
 /// One hour's aggregate, as stored and as answered.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 struct HourStats {
     hour: String,
     count: u64,

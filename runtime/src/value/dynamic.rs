@@ -13,7 +13,15 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 /// every integer that fits in `i64` and `UInt` only those above `i64::MAX`.
 /// `BigInt` is kept apart from `Int` even for small values because the client
 /// distinguishes `5n` from `5`, and an echo must give back what it got.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+// Recursive: the derive's automatic bounds would recurse, so they are omitted on the recursive
+// fields and the bounds the containers need are given here instead.
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    __S::Error: rkyv::rancor::Source,
+))]
+#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
+#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext, __C::Error: rkyv::rancor::Source)))]
 pub enum Value {
     /// JSON `null` (and JS `undefined`, which has no JSON form).
     Null,
@@ -35,9 +43,9 @@ pub enum Value {
     /// round-trips as what the client sent.
     ArrayBuffer(Vec<u8>),
     /// An array, already untagged (`["$$x",1]` on the wire is `["$x",1]` here).
-    Array(Vec<Value>),
+    Array(#[rkyv(omit_bounds)] Vec<Value>),
     /// An object, in the order its keys arrived.
-    Object(Map),
+    Object(#[rkyv(omit_bounds)] Map),
 }
 
 /// String-keyed entries in insertion order, because JS objects keep insertion
@@ -46,8 +54,16 @@ pub enum Value {
 /// Lookups are linear scans: user objects are small, and a vector keeps
 /// iteration and serialization cheap. Decoders build maps through a
 /// de-duplicating bulk path, so hostile inputs with many keys stay linear.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Map(Vec<(String, Value)>);
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+// Recursive: the derive's automatic bounds would recurse, so they are omitted on the recursive
+// fields and the bounds the containers need are given here instead.
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    __S::Error: rkyv::rancor::Source,
+))]
+#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
+#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext, __C::Error: rkyv::rancor::Source)))]
+pub struct Map(#[rkyv(omit_bounds)] Vec<(String, Value)>);
 
 /// Above this many entries, de-duplicating a decoded object uses a hash index
 /// instead of pairwise comparison, so that a hostile object cannot cost O(n²).
