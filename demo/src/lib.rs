@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod cli;
+
 use pinion_runtime::{
     ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, ActorOptions, Ctx, RawRequest,
     RawResponse, Registry, Rest, ScheduleId, UserError, Value, WsClose, WsMessage, WsSender,

@@ -1020,7 +1020,7 @@ pub(crate) struct Life {
 }
 
 impl Life {
-    fn new(saved_hash: u64) -> Life {
+    fn new(saved_hash: u64, observed_hash: u64) -> Life {
         Life {
             dirty: Cell::new(false),
             save_queued: Cell::new(false),
@@ -1030,7 +1030,7 @@ impl Life {
             destroy_requested: Cell::new(false),
             write_seq: Cell::new(0),
             saved_hash: Cell::new(saved_hash),
-            observed_hash: Cell::new(saved_hash),
+            observed_hash: Cell::new(observed_hash),
             observing: Cell::new(false),
             epoch: Cell::new(0),
         }
@@ -1347,7 +1347,16 @@ impl<A: Actor> ActorType for TypeOf<A> {
             Ok(result) => result?,
             Err(panic) => return Err(panicked(panic)),
         };
-        let cell = self.cell(info, state, vars, client, 0);
+        // Nothing is saved yet (the first save always writes), but the observer starts from the
+        // initial state: creating it is not a change.
+        let observed = if A::OBSERVES_STATE {
+            let mut bytes = Vec::new();
+            state.save(&mut bytes).map_err(ActionError::from)?;
+            hash_bytes(&bytes)
+        } else {
+            0
+        };
+        let cell = self.cell(info, state, vars, client, 0, observed);
         with_ctx(&cell, ConnKey::NONE, A::on_create)??;
         with_ctx(&cell, ConnKey::NONE, A::on_wake)??;
         Ok(cell)
@@ -1368,7 +1377,8 @@ impl<A: Actor> ActorType for TypeOf<A> {
             Ok(result) => result?,
             Err(panic) => return Err(panicked(panic)),
         };
-        let cell = self.cell(info, state, vars, client, hash_bytes(snapshot));
+        let hash = hash_bytes(snapshot);
+        let cell = self.cell(info, state, vars, client, hash, hash);
         with_ctx(&cell, ConnKey::NONE, A::on_wake)??;
         Ok(cell)
     }
@@ -1382,6 +1392,7 @@ impl<A: Actor> TypeOf<A> {
         vars: A::Vars,
         client: Client,
         saved_hash: u64,
+        observed_hash: u64,
     ) -> Rc<ActorCell<A>> {
         Rc::new(ActorCell::<A> {
             info,
@@ -1391,7 +1402,7 @@ impl<A: Actor> TypeOf<A> {
             actions: self.actions.clone(),
             client,
             pending: Cell::new(0),
-            life: Life::new(saved_hash),
+            life: Life::new(saved_hash, observed_hash),
         })
     }
 }

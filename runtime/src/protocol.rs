@@ -975,23 +975,31 @@ async fn action(
         Ok(conn) => conn,
         Err(error) => return sink.error(&error),
     };
-    let started = {
+    let next = {
         let mut scratch = shard.scratch.borrow_mut();
         scratch.clear();
+        let durable = actor.options().durable_before_reply;
         match actor.clone().start(name, &args, &mut scratch, conn.conn) {
-            Started::Done(Ok(output)) if actor.options().durable_before_reply => {
-                Ok((output, scratch.clone()))
-            }
+            Started::Done(Ok(output)) if durable => Next::Gated(Ok((output, scratch.clone()))),
+            Started::Done(Err(failure)) if durable => Next::Gated(Err(failure)),
             Started::Done(Ok(output)) => return write_output(sink, output, &scratch, limit),
             Started::Done(Err(failure)) => {
                 return write_failure(sink, actor.info().name(), name, failure);
             }
-            Started::Running(future) => Err(future),
+            Started::Running(future) => Next::Running(future),
         }
     };
-    let (output, gated) = match started {
-        Ok(done) => done,
-        Err(running) => return finish_action(shard, &actor, name, running, conn, sink).await,
+    let (output, gated) = match next {
+        Next::Running(running) => {
+            return finish_action(shard, &actor, name, running, conn, sink).await;
+        }
+        Next::Gated(Err(failure)) => {
+            drop(conn);
+            // Events the action emitted before failing leave with the state they saw.
+            let _ = gate_output(shard, &actor).await;
+            return write_failure(sink, actor.info().name(), name, failure);
+        }
+        Next::Gated(Ok(done)) => done,
     };
     // The output gate: the reply waits for the state it reflects to be durable.
     drop(conn);
@@ -999,6 +1007,14 @@ async fn action(
         return sink.error(&error);
     }
     write_output(sink, output, &gated, limit)
+}
+
+/// How [`action`] goes on once the action started.
+enum Next {
+    /// A synchronous action of an actor with the output gate finished (output copied out of the
+    /// shared scratch buffer, which cannot be held across the wait).
+    Gated(Result<(Output, Vec<u8>), Failure>),
+    Running(crate::actor::Running),
 }
 
 /// The rest of [`action`] for an asynchronous action: admission, deadline, output gate.
@@ -1025,9 +1041,10 @@ async fn finish_action(
     else {
         return sink.error(&RivetError::timed_out());
     };
-    if result.is_ok() && actor.options().durable_before_reply {
+    if actor.options().durable_before_reply {
         drop(conn);
-        if let Err(error) = gate_output(shard, &actor).await {
+        let gated = gate_output(shard, &actor).await;
+        if let (Ok(_), Err(error)) = (&result, gated) {
             return sink.error(&error);
         }
     }

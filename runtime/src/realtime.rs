@@ -35,7 +35,7 @@ use pinion_net::ws::CLOSE_MESSAGE_TOO_BIG;
 use crate::actor::{ActorObject, Output, RawRequest, Started};
 use crate::conn::ConnKey;
 use crate::placement::ActorId;
-use crate::protocol::{Pending, RivetError, failure_error, log_internal};
+use crate::protocol::{self, Pending, RivetError, failure_error, log_internal};
 use crate::shard::Shard;
 use crate::sys;
 use crate::value::{self, ToServer, Value};
@@ -398,6 +398,16 @@ impl RivetSession {
                         name,
                         output_max,
                     );
+                    if self.actor.options().durable_before_reply {
+                        // The output gate: the reply leaves once the state it reflects is
+                        // durable (with the events the action emitted).
+                        let (shard, actor) = (self.shard.clone(), self.actor.clone());
+                        let (sender, gated) = (sender.clone(), frame.clone());
+                        sys::spawn(async move {
+                            send_gated(&shard, &actor, &sender, id, &gated).await;
+                        });
+                        return;
+                    }
                     send_frame(sender, frame);
                     if frame.capacity() > FRAME_RETAIN_BYTES_MAX {
                         *frame = Vec::new();
@@ -424,6 +434,11 @@ impl RivetSession {
         let actor_name = self.actor.info().name();
         let action = name.to_string();
         let timeout = limits.action_timeout;
+        let gate = self
+            .actor
+            .options()
+            .durable_before_reply
+            .then(|| (self.shard.clone(), self.actor.clone()));
         sys::spawn(async move {
             let deadline = async {
                 sys::sleep(timeout).await;
@@ -456,8 +471,30 @@ impl RivetSession {
                     output_max,
                 ),
             }
-            send_frame(&sender, &frame);
+            match gate {
+                Some((shard, actor)) => send_gated(&shard, &actor, &sender, id, &frame).await,
+                None => send_frame(&sender, &frame),
+            }
         });
+    }
+}
+
+/// Sends an action's response frame through the output gate of its actor: after the actor's
+/// state is durable (and its held events are sent); an internal error instead if the save failed.
+async fn send_gated(
+    shard: &Shard,
+    actor: &Rc<dyn ActorObject>,
+    sender: &WsSender,
+    id: u64,
+    frame: &[u8],
+) {
+    match protocol::gate_output(shard, actor).await {
+        Ok(()) => send_frame(sender, frame),
+        Err(error) => {
+            let mut frame = Vec::new();
+            write_error(&mut frame, &error, Some(id));
+            send_frame(sender, &frame);
+        }
     }
 }
 

@@ -109,6 +109,39 @@ impl Conn {
         self.request("GET", path, &[], b"")
     }
 
+    /// [`Conn::request`] that reports I/O errors (and a close before the response) instead of
+    /// panicking: for tests that kill the server under load.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Reply> {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
+        self.stream.write_all(&bytes)?;
+        loop {
+            if let Some(reply) = self.parse_buffered() {
+                return Ok(reply);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Reads one response; `None` if the server closed the connection first.
     pub fn read_reply(&mut self) -> Option<Reply> {
         loop {

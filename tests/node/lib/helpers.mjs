@@ -162,3 +162,65 @@ export async function serverHasActor(name) {
 	const meta = await res.json();
 	return !meta.actorNames || Object.hasOwn(meta.actorNames, name);
 }
+
+/**
+ * Whether actor type `name` has action `action` (for server-specific extras that `/metadata`
+ * cannot show): calls it with `args` on a throwaway actor (fresh key) and returns false only on
+ * `action/not_found`. Other errors propagate.
+ */
+export async function serverHasAction(name, action, args = []) {
+	if (!(await serverHasActor(name))) return false;
+	return withClient(async (client) => {
+		try {
+			await client[name].getOrCreate([uniq(`probe-${action}`)]).action({ name: action, args });
+			return true;
+		} catch (err) {
+			if (err?.group === "action" && err?.code === "not_found") return false;
+			throw err;
+		}
+	});
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Errors a server may answer while an actor is going to sleep or being destroyed (spec §12):
+ * the reference answers `internal/internal_error` ("Actor is stopping") or `actor/stopping` for
+ * a short time; a connection's in-flight actions reject with the client's
+ * `Error("Connection closed/lost (code: …)")` when the server closes the socket (the client
+ * then reconnects, §8.7).
+ */
+export function isTransient(err) {
+	if (err?.group === "internal" && err?.code === "internal_error") return true;
+	if (err?.group === "actor" && err?.code === "stopping") return true;
+	return /^Connection (closed|lost) \(code/.test(err?.message ?? "");
+}
+
+const describeErr = (err) =>
+	JSON.stringify({ name: err?.constructor?.name, group: err?.group, code: err?.code, message: err?.message });
+
+/**
+ * Call `fn()` until `until(result)` holds and return that result: for effects that the server
+ * applies asynchronously (a schedule firing, the reference's asynchronous sleep/destroy).
+ * Errors for which `retryIf(err)` holds (default: `isTransient`) are retried, others fail at once.
+ * Fails after `timeoutMs` with the last result or error (`what` names the condition).
+ */
+export async function eventually(
+	fn,
+	{ until = () => true, timeoutMs = 10_000, intervalMs = 25, retryIf = isTransient, what = "condition" } = {},
+) {
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		let last;
+		try {
+			const result = await fn();
+			if (until(result)) return result;
+			last = `last result ${JSON.stringify(result)}`;
+		} catch (err) {
+			if (!retryIf(err)) throw err;
+			last = `last error ${describeErr(err)}`;
+		}
+		if (Date.now() > deadline) assert.fail(`${what}: not reached within ${timeoutMs} ms (${last})`);
+		await sleep(intervalMs);
+	}
+}
