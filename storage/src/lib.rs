@@ -34,9 +34,9 @@
 //!   [`Store::schedules_of`], [`Store::meta_keys`].
 //! * **Byte reads** are futures: [`Store::read_state`] (wake from disk), [`Store::read_actor`] (the
 //!   full record, with the key), [`Store::read_schedule`], [`Store::read_meta`].
-//! * [`Store::load_directory`] (every record, keys included, blocking reads) stays for small
-//!   directories and for the runtime's current start-up code; a runtime with many sleeping actors
-//!   uses `for_each_actor` + `read_actor` instead.
+//! * [`Store::load_directory`] (every record, keys included, blocking reads) is for tools and
+//!   tests; the runtime never loads the directory: it asks [`Store::actor`] and reads one record
+//!   ([`Store::read_actor`]) when it needs a key.
 //!
 //! # `LogStore` design
 //!

@@ -340,29 +340,70 @@ describe("lifecycle.destroyMe: c.destroy()", () => {
 });
 
 describe("Pinion extras", () => {
-	test("durableCounter: increment/getCount; 'count' reaches a subscribed connection before the result", { ...opts, skip: pinionOnly(HAS_DURABLE_COUNTER, "`durableCounter` actor") }, async () => {
+	const NO_DC = pinionOnly(HAS_DURABLE_COUNTER, "`durableCounter` actor");
+
+	test("durableCounter: increment/getCount, stateless and over a connection", { ...opts, skip: NO_DC }, async () => {
 		await withClient(async (client) => {
 			const k = uniq("dcount");
 			const http = client.durableCounter.getOrCreate([k]);
 			const conn = client.durableCounter.getOrCreate([k]).connect();
 			try {
-				const got = collect(conn, "count");
-				assert.equal(await conn.getCount(), 0);
-				assert.equal(await conn.increment(), 1);
-				assert.deepEqual(got, [[1]], "event before the emitting action's result");
+				assert.equal(await http.getCount(), 0);
+				assert.equal(await http.increment(), 1);
 				assert.equal(await conn.increment(5), 6);
-				assert.deepEqual(got, [[1], [6]]);
 				assert.equal(await http.increment(4), 10);
+				assert.equal(await conn.getCount(), 10);
 				assert.equal(await http.getCount(), 10);
-				assert.equal(await conn.getCount(), 10); // barrier for the stateless call's event
-				assert.deepEqual(got, [[1], [6], [10]]);
 			} finally {
 				await conn.dispose();
 			}
 		});
 	});
 
-	test("durableCounter: 20 concurrent increments → 1..20", { ...opts, skip: pinionOnly(HAS_DURABLE_COUNTER, "`durableCounter` actor") }, async () => {
+	test("durableCounter: 'count' from a stateless call reaches a subscribed connection", { ...opts, skip: NO_DC }, async () => {
+		await withClient(async (client) => {
+			const k = uniq("dcount-ev-http");
+			const conn = client.durableCounter.getOrCreate([k]).connect();
+			try {
+				const got = collect(conn, "count");
+				await conn.getCount(); // subscribed
+				assert.equal(await client.durableCounter.getOrCreate([k]).increment(3), 3);
+				await waitEvents(got, 1, "no 'count' event");
+				assert.deepEqual(got, [[3]]);
+			} finally {
+				await conn.dispose();
+			}
+		});
+	});
+
+	// As `counter` (events.test.mjs): the event is queued before the emitting action's result, on
+	// the caller's connection and on the other subscribed ones.
+	test("durableCounter: 'count' from an action over a connection reaches the subscribed connections, before the result", {
+		...opts,
+		skip: NO_DC,
+		todo: "Pinion: a durableCounter broadcast emitted by an action called over a connection is never delivered (to any connection); from a stateless call it is",
+	}, async () => {
+		await withClient(async (client) => {
+			const k = uniq("dcount-ev-conn");
+			const a = client.durableCounter.getOrCreate([k]).connect();
+			const b = client.durableCounter.getOrCreate([k]).connect();
+			try {
+				const gotA = collect(a, "count");
+				const gotB = collect(b, "count");
+				await Promise.all([a.getCount(), b.getCount()]); // subscribed
+				assert.equal(await a.increment(), 1);
+				assert.deepEqual(gotA, [[1]], "event before the emitting action's result");
+				assert.equal(await a.increment(5), 6);
+				assert.deepEqual(gotA, [[1], [6]]);
+				await b.getCount(); // barrier on b
+				assert.deepEqual(gotB, [[1], [6]]);
+			} finally {
+				await Promise.all([a.dispose(), b.dispose()]);
+			}
+		});
+	});
+
+	test("durableCounter: 20 concurrent increments → 1..20", { ...opts, skip: NO_DC }, async () => {
 		await withClient(async (client) => {
 			const h = client.durableCounter.getOrCreate([uniq("dcount-many")]);
 			const results = await Promise.all(Array.from({ length: 20 }, () => h.increment()));
