@@ -791,3 +791,63 @@ fn hooks_run_in_order_across_sleep_wake_and_destroy() {
     drop(rivet);
     server.stop().unwrap();
 }
+
+// ---- Sleeping with connections open, when the type allows it ----
+
+struct Drowsy;
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct DrowsyState {
+    starts: i64,
+}
+
+impl Actor for Drowsy {
+    const NAME: &'static str = "drowsy";
+    type State = DrowsyState;
+    type Vars = ();
+    type ConnState = ();
+    const OPTIONS: ActorOptions = ActorOptions {
+        sleep_timeout: Some(Duration::from_millis(200)),
+        sleep_with_conns: true,
+        ..ActorOptions::DEFAULT
+    };
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<DrowsyState> {
+        Ok(DrowsyState { starts: 0 })
+    }
+    fn create_vars(_: &ActorInfo, _: &DrowsyState) {}
+    fn on_wake(c: &mut ActionCtx<'_, Self>) -> ActionResult<()> {
+        c.state.starts += 1;
+        Ok(())
+    }
+    fn actions(actions: &mut Actions<Self>) {
+        actions.action("starts", |c, ()| Ok(c.state.starts));
+    }
+}
+
+/// `sleep_with_conns`: an idle actor sleeps although a connection is open; the connection is
+/// closed with 1000 (the client reconnects, which wakes it).
+#[test]
+fn sleep_with_conns_closes_the_connections() {
+    let dir = TempDir::new("drowsy");
+    let server = Server::start(
+        Registry::new().register::<Drowsy>(),
+        config(2, Some(&dir.0), 30_000),
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let mut rivet = Rivet::connect(addr);
+    let id = rivet.get_or_create("drowsy", "d");
+    assert_eq!(call(&mut rivet, &id, "starts", json!([])), json!(1));
+    let (_, mut ws) = Ws::connect(
+        addr,
+        &format!("/gateway/{id}/connect"),
+        Some("rivet,rivet_encoding.json"),
+    );
+    assert_eq!(ws.read_json()["body"]["tag"], "Init");
+    let (code, reason) = ws.expect_close();
+    assert_eq!((code, reason.as_str()), (Some(1000), "actor_sleeping"));
+    assert_eq!(call(&mut rivet, &id, "starts", json!([])), json!(2));
+    drop(rivet);
+    server.stop().unwrap();
+}
