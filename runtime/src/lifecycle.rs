@@ -205,7 +205,13 @@ impl Shard {
 
     /// Reads actor `id` back from the store and starts it (`create_vars`, `on_wake`).
     async fn wake(self: &Rc<Self>, id: ActorId) -> Result<Rc<dyn ActorObject>, RivetError> {
-        let record = match self.store.read_actor(id.0).await {
+        // Both reads are in flight at once (two io_uring reads, one wait).
+        let (record, snapshot) = futures_lite::future::zip(
+            self.store.read_actor(id.0),
+            self.store.read_state(id.0),
+        )
+        .await;
+        let record = match record {
             Ok(Some(record)) => record,
             Ok(None) => return Err(internal("the actor has no record", id, &"")),
             Err(error) => return Err(internal("reading the actor record failed", id, &error)),
@@ -214,7 +220,7 @@ impl Shard {
             tracing::error!(%id, name = %record.name, "a stored actor's type is not registered");
             return Err(RivetError::actor_type_unknown(&record.name));
         };
-        let snapshot = match self.store.read_state(id.0).await {
+        let snapshot = match snapshot {
             Ok(snapshot) => snapshot,
             Err(error) => return Err(internal("reading the actor state failed", id, &error)),
         };
