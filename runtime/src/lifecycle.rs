@@ -37,7 +37,8 @@ use crate::protocol::{self, RivetError};
 use crate::shard::Shard;
 use crate::sys;
 
-/// WebSocket close code for connections of an actor that goes to sleep or is destroyed.
+/// WebSocket close code for connections of an actor that goes to sleep or is destroyed (with an
+/// empty reason, as the reference; the official client reconnects, which wakes the actor).
 const CLOSE_NORMAL: u16 = 1000;
 /// Timer-heap entries handled in a row before the timer task yields.
 const TIMER_BURST_MAX: usize = 256;
@@ -206,11 +207,9 @@ impl Shard {
     /// Reads actor `id` back from the store and starts it (`create_vars`, `on_wake`).
     async fn wake(self: &Rc<Self>, id: ActorId) -> Result<Rc<dyn ActorObject>, RivetError> {
         // Both reads are in flight at once (two io_uring reads, one wait).
-        let (record, snapshot) = futures_lite::future::zip(
-            self.store.read_actor(id.0),
-            self.store.read_state(id.0),
-        )
-        .await;
+        let (record, snapshot) =
+            futures_lite::future::zip(self.store.read_actor(id.0), self.store.read_state(id.0))
+                .await;
         let record = match record {
             Ok(Some(record)) => record,
             Ok(None) => return Err(internal("the actor has no record", id, &"")),
@@ -378,6 +377,9 @@ impl Shard {
     /// Puts actor `id` to sleep (`c.sleep()` or idleness): waits until no call of it is in
     /// progress, then `on_sleep`, close its connections, save, and evict.
     async fn sleep_actor(self: Rc<Self>, id: ActorId) {
+        // Called from inside an action (`c.sleep()`), and glommio may start a spawned task
+        // before the spawning one continues: let the action finish and queue its reply first.
+        futures_lite::future::yield_now().await;
         let deadline = sys::now() + self.config.limits.action_timeout;
         let actor = loop {
             self.pass_gate(id).await;
@@ -397,7 +399,7 @@ impl Shard {
         };
         let _guard = self.close_gate(id);
         self.actors.borrow_mut().remove(&id);
-        actor.clone().stop(true, CLOSE_NORMAL, "actor_sleeping");
+        actor.clone().stop(true, CLOSE_NORMAL, "");
         actor.life().retired.set(true);
         match self.save(&actor).await {
             Ok(_) => tracing::debug!(%id, "actor sleeps"),
@@ -416,7 +418,7 @@ impl Shard {
         };
         let _guard = self.close_gate(id);
         self.actors.borrow_mut().remove(&id);
-        actor.clone().stop(false, CLOSE_NORMAL, "actor_destroyed");
+        actor.clone().stop(false, CLOSE_NORMAL, "");
         actor.life().retired.set(true);
         if let Err(error) = self.erase(&actor).await {
             tracing::error!(%id, %error, "destroying an actor failed");

@@ -110,11 +110,7 @@ impl Schedule {
     /// never existed).
     pub fn cancel(&self, id: ScheduleId) -> ActionResult<bool> {
         let shard = self.shard()?;
-        let exists = shard
-            .store
-            .schedules_of(self.actor.0)
-            .iter()
-            .any(|entry| entry.schedule == id.0);
+        let exists = shard.store.schedule(self.actor.0, id.0).is_some();
         if exists {
             shard.delete_schedule(self.actor, id.0);
         }

@@ -107,6 +107,9 @@ impl Server {
                     // then write every changed actor.
                     sys::sleep(Duration::from_millis(50)).await;
                     shard.save_all().await;
+                    if let Err(error) = shard.store.close().await {
+                        tracing::error!(%error, shard = index, "closing the store failed");
+                    }
                 })
                 .map_err(|error| {
                     io::Error::other(format!("cannot start shard {index} on CPU {cpu}: {error}"))

@@ -342,6 +342,9 @@ pub trait Store {
     /// The pending schedules of `actor`.
     fn schedules_of(&self, actor: u64) -> Vec<ScheduleEntry>;
 
+    /// Pending schedule `schedule` of `actor`, if there is one (an in-memory lookup).
+    fn schedule(&self, actor: u64, schedule: u64) -> Option<ScheduleEntry>;
+
     /// The payload of a pending schedule.
     fn read_schedule(
         &self,
@@ -384,6 +387,12 @@ pub trait Store {
     /// Completes once every write applied so far is durable.
     fn flush(&self) -> StoreFuture<'_, io::Result<()>> {
         self.durable(self.last_seq())
+    }
+
+    /// Makes everything durable and closes the store: later writes fail, and whatever the store
+    /// holds exclusively (the log's directory lock) is released. For a clean stop.
+    fn close(&self) -> StoreFuture<'_, io::Result<()>> {
+        self.flush()
     }
 }
 
@@ -544,6 +553,18 @@ impl Store for MemoryStore {
             .collect()
     }
 
+    fn schedule(&self, actor: u64, schedule: u64) -> Option<ScheduleEntry> {
+        let memory = self.inner.borrow();
+        memory
+            .schedules
+            .get(&(actor, schedule))
+            .map(|&(due_ms, _)| ScheduleEntry {
+                due_ms,
+                actor,
+                schedule,
+            })
+    }
+
     fn read_schedule(
         &self,
         actor: u64,
@@ -674,7 +695,9 @@ mod tests {
                 }
             ]
         );
+        assert_eq!(store.schedule(7, 2).map(|e| e.due_ms), Some(10));
         store.delete_schedule(7, 2).now().unwrap().unwrap();
+        assert_eq!(store.schedule(7, 2), None);
         assert_eq!(store.schedules_of(7).len(), 1);
         assert_eq!(
             store.read_schedule(7, 1).now().unwrap().unwrap().as_deref(),

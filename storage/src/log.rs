@@ -135,13 +135,14 @@ pub struct SegmentInfo {
 /// lets them finish writing what was appended, then stop.
 pub struct LogStore {
     inner: Rc<Inner>,
-    flusher: Option<JoinHandle<()>>,
-    compactor: Option<JoinHandle<()>>,
+    flusher: RefCell<Option<JoinHandle<()>>>,
+    compactor: RefCell<Option<JoinHandle<()>>>,
 }
 
 struct Inner {
     /// Holds an exclusive `flock` on the shard directory's `LOCK` file while the store is open.
-    _lock: std::fs::File,
+    /// Taken (released) by [`LogStore::close`].
+    lock: RefCell<Option<std::fs::File>>,
     dir: PathBuf,
     shard: u32,
     shards: u32,
@@ -791,7 +792,7 @@ impl LogStore {
             stats: Stats::default(),
         };
         let inner = Rc::new(Inner {
-            _lock: lock,
+            lock: RefCell::new(Some(lock)),
             dir,
             shard,
             shards,
@@ -807,8 +808,8 @@ impl LogStore {
             .then(|| glommio::spawn_local(compactor(inner.clone())).detach());
         Ok(LogStore {
             inner,
-            flusher: Some(flusher),
-            compactor,
+            flusher: RefCell::new(Some(flusher)),
+            compactor: RefCell::new(compactor),
         })
     }
 
@@ -863,24 +864,35 @@ impl LogStore {
     }
 
     /// Makes everything appended durable, stops the background tasks and closes the files.
-    pub async fn close(mut self) -> io::Result<()> {
+    pub async fn close(self) -> io::Result<()> {
+        self.shut().await
+    }
+
+    /// [`LogStore::close`] through a reference (the [`Store::close`] of the trait): afterwards
+    /// every write fails, and the shard directory's lock is released, so another store (in this
+    /// process or another) can open it.
+    async fn shut(&self) -> io::Result<()> {
         self.inner.set_closing();
-        if let Some(task) = self.compactor.take() {
+        let compactor = self.compactor.borrow_mut().take();
+        if let Some(task) = compactor {
             task.await;
         }
-        if let Some(task) = self.flusher.take() {
+        let flusher = self.flusher.borrow_mut().take();
+        if let Some(task) = flusher {
             task.await;
         }
-        if let Some((kind, message)) = &self.inner.state.borrow().poisoned {
-            return Err(io::Error::new(*kind, message.clone()));
-        }
+        let result = match &self.inner.state.borrow().poisoned {
+            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            None => Ok(()),
+        };
         let files = std::mem::take(&mut self.inner.state.borrow_mut().files);
         for (_, file) in files {
             if let Ok(file) = Rc::try_unwrap(file) {
                 file.close().await?;
             }
         }
-        Ok(())
+        self.inner.lock.borrow_mut().take();
+        result
     }
 
     fn write<'a>(&'a self, op: Op<'a>) -> StoreFuture<'a, io::Result<Seq>> {
@@ -1602,6 +1614,10 @@ fn decode_actor(bytes: &[u8]) -> io::Result<ActorRecord> {
 }
 
 impl Store for LogStore {
+    fn close(&self) -> StoreFuture<'_, io::Result<()>> {
+        StoreFuture::boxed(self.shut())
+    }
+
     fn load_directory(&mut self) -> Vec<ActorRecord> {
         let locs: Vec<Loc> = {
             let st = self.inner.state.borrow();
@@ -1736,6 +1752,19 @@ impl Store for LogStore {
             .due
             .first()
             .map(|&(due, _, _)| due)
+    }
+
+    fn schedule(&self, actor: u64, schedule: u64) -> Option<ScheduleEntry> {
+        let st = self.inner.state.borrow();
+        st.index
+            .schedules
+            .get(&(actor, schedule))
+            .filter(|s| s.loc.is_value())
+            .map(|s| ScheduleEntry {
+                due_ms: s.due_ms,
+                actor,
+                schedule,
+            })
     }
 
     fn schedules_of(&self, actor: u64) -> Vec<ScheduleEntry> {

@@ -826,7 +826,7 @@ impl Actor for Drowsy {
 }
 
 /// `sleep_with_conns`: an idle actor sleeps although a connection is open; the connection is
-/// closed with 1000 (the client reconnects, which wakes it).
+/// closed with 1000 and no reason, as the reference does (the client reconnects, which wakes it).
 #[test]
 fn sleep_with_conns_closes_the_connections() {
     let dir = TempDir::new("drowsy");
@@ -846,8 +846,47 @@ fn sleep_with_conns_closes_the_connections() {
     );
     assert_eq!(ws.read_json()["body"]["tag"], "Init");
     let (code, reason) = ws.expect_close();
-    assert_eq!((code, reason.as_str()), (Some(1000), "actor_sleeping"));
+    assert_eq!((code, reason.as_str()), (Some(1000), ""));
     assert_eq!(call(&mut rivet, &id, "starts", json!([])), json!(2));
     drop(rivet);
     server.stop().unwrap();
+}
+
+/// `c.sleep()` from an action over a connection: the action is answered, then the connection is
+/// closed with 1000 (the client reconnects), and every change made before is kept.
+#[test]
+fn sleep_requested_over_a_connection_answers_and_keeps_state() {
+    on_each_store(30_000, |addr| {
+        let mut rivet = Rivet::connect(addr);
+        let id = rivet.get_or_create("sleeper", "ws-sleep");
+        let (_, mut ws) = Ws::connect(
+            addr,
+            &format!("/gateway/{id}/connect"),
+            Some("rivet,rivet_encoding.json"),
+        );
+        assert_eq!(ws.read_json()["body"]["tag"], "Init");
+        for (i, action) in ["bump", "bump", "sleepNow"].iter().enumerate() {
+            ws.send_text(
+                &json!({"body": {"tag": "ActionRequest", "val": {"id": ["$BigInt", i.to_string()], "name": action, "args": []}}})
+                    .to_string(),
+            );
+        }
+        let outputs: Vec<Json> = (0..3)
+            .map(|_| ws.read_json()["body"]["val"]["output"].clone())
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                json!({"state": 1, "vars": 1}),
+                json!({"state": 2, "vars": 2}),
+                json!(true)
+            ]
+        );
+        let (code, _) = ws.expect_close();
+        assert_eq!(code, Some(1000));
+        assert_eq!(
+            call(&mut rivet, &id, "read", json!([])),
+            json!({"state": 2, "vars": 0, "wakes": 2})
+        );
+    });
 }

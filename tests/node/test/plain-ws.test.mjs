@@ -6,7 +6,7 @@
 // response to a later ActionRequest is the next frame, no Event was sent before it.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { serverHasActor, TIMEOUT, uniq, withClient } from "../lib/helpers.mjs";
+import { TIMEOUT, uniq, withClient } from "../lib/helpers.mjs";
 import {
 	WsPeer,
 	actionRequest,
@@ -16,7 +16,6 @@ import {
 } from "../lib/ws.mjs";
 
 const opts = { timeout: TIMEOUT };
-const HAS_REMINDER = await serverHasActor("reminder");
 const JSON_PROTOCOLS = ["rivet", "rivet_encoding.json"];
 const MASKED = "Internal error. Read the server logs for more details.";
 
@@ -143,9 +142,8 @@ describe("connection protocol with a plain WebSocket", () => {
 		});
 	});
 
-	// `reminder` (whose sendReminder returns undefined) needs durable schedules (issue 4) on
-	// Pinion; until the server registers it, this test is skipped there, not faked.
-	test("ids: echoed exactly (beyond 2^53, out of order); undefined output is omitted", { ...opts, skip: !HAS_REMINDER && "the server has no `reminder` actor yet" }, async () => {
+	// `reminder.sendReminder` returns undefined (and broadcasts "reminder" {message}).
+	test("ids: echoed exactly (beyond 2^53, out of order); undefined output is omitted", opts, async () => {
 		await withClient(async (client) => {
 			const id = await client.reminder.getOrCreate([uniq("plain-ids")]).resolve();
 			const peer = await openConn(id);
