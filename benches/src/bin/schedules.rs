@@ -19,7 +19,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -164,14 +164,14 @@ impl Http {
     }
 }
 
-fn start(dir: &PathBuf) -> (Server, Duration) {
+fn start(dir: &Path) -> (Server, Duration) {
     let started = Instant::now();
     let server = Server::start(
         Registry::new().register::<Planner>(),
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             shards: Some(1),
-            data_dir: Some(dir.clone()),
+            data_dir: Some(dir.to_path_buf()),
             ..Config::default()
         },
     )
