@@ -920,8 +920,11 @@ fn with_ctx<A: Actor, T>(
         cell,
         conn,
     };
+    let started = sys::now();
     let result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))).map_err(panicked);
-    cell.life.last_active.set(sys::now());
+    let ended = sys::now();
+    cell.life.last_active.set(ended);
+    cell.life.charge(started, ended);
     if A::OBSERVES_STATE && !cell.life.observing.get() {
         cell.life.observing.set(true);
         let observed = catch_unwind(AssertUnwindSafe(|| observe_change(&mut ctx)));
@@ -1017,6 +1020,10 @@ pub(crate) struct Life {
     /// Which incarnation of the actor this is (set by the shard when it is installed; timers
     /// carry it). 0 while starting.
     pub(crate) epoch: Cell<u64>,
+    /// Fairness: when the actor's synchronous code last ran, and how long it ran in its current
+    /// turn (since it last yielded to the others, or was idle for a while).
+    turn_end: Cell<Instant>,
+    turn_busy: Cell<Duration>,
 }
 
 impl Life {
@@ -1033,9 +1040,39 @@ impl Life {
             observed_hash: Cell::new(observed_hash),
             observing: Cell::new(false),
             epoch: Cell::new(0),
+            turn_end: Cell::new(sys::now()),
+            turn_busy: Cell::new(Duration::ZERO),
         }
     }
+
+    /// Charges `started..ended` of synchronous actor code to the actor's turn. A gap of more
+    /// than [`FAIRNESS_GAP`] without any of its code running starts a new turn.
+    fn charge(&self, started: Instant, ended: Instant) {
+        let ran = ended.saturating_duration_since(started);
+        if started.saturating_duration_since(self.turn_end.get()) > FAIRNESS_GAP {
+            self.turn_busy.set(ran);
+        } else {
+            self.turn_busy.set(self.turn_busy.get() + ran);
+        }
+        self.turn_end.set(ended);
+    }
+
+    /// Whether the actor's current turn used more than `budget` of the shard: its next call
+    /// should let the shard's other ready tasks run first, and then starts a new turn
+    /// ([`Life::new_turn`]). See `Limits::actor_turn_budget`.
+    pub(crate) fn over_budget(&self, now: Instant, budget: Duration) -> bool {
+        now.saturating_duration_since(self.turn_end.get()) <= FAIRNESS_GAP
+            && self.turn_busy.get() > budget
+    }
+
+    /// After the actor yielded to the others.
+    pub(crate) fn new_turn(&self) {
+        self.turn_busy.set(Duration::ZERO);
+    }
 }
+
+/// An actor idle for longer than this starts a new turn (see [`Life::charge`]).
+const FAIRNESS_GAP: Duration = Duration::from_millis(1);
 
 impl<A: Actor> ActorCell<A> {
     /// Notes a change of the state: queues a save unless one is queued.

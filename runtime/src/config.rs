@@ -110,6 +110,14 @@ pub struct Limits {
     pub action_timeout: Duration,
     /// Scheduled actions one shard runs at once; more due schedules wait their turn.
     pub schedules_in_flight_max: usize,
+    /// Fairness between the actors of a shard, per turn: once an actor's synchronous code
+    /// (actions, hooks) ran longer than this without a break (a gap of 1 ms ends a turn), its
+    /// next stateless call first lets the shard's other ready tasks run (it yields once), then
+    /// starts a new turn. So a slow or flooded actor cannot make the calls of the other actors
+    /// on its shard wait behind all of its own; alone on its shard it loses nothing but a
+    /// yield per turn. Actions are never interrupted: one long synchronous action still holds
+    /// the core for as long as it runs.
+    pub actor_turn_budget: Duration,
 }
 
 impl Default for Limits {
@@ -125,6 +133,7 @@ impl Default for Limits {
             actor_pending_max: 10_000,
             action_timeout: Duration::from_secs(60),
             schedules_in_flight_max: 1024,
+            actor_turn_budget: Duration::from_micros(500),
         }
     }
 }

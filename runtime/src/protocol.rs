@@ -971,6 +971,14 @@ async fn action(
         }
     };
     let limit = shard.config.limits.action_output_bytes_max;
+    if actor
+        .life()
+        .over_budget(sys::now(), shard.config.limits.actor_turn_budget)
+    {
+        // Fairness: this actor had its turn; let the other ready tasks go first.
+        shard.yield_turn().await;
+        actor.life().new_turn();
+    }
     let conn = match Ephemeral::connect(&actor, params) {
         Ok(conn) => conn,
         Err(error) => return sink.error(&error),

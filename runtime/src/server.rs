@@ -94,6 +94,14 @@ impl Server {
                     let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
                     let listener = Listener::new(listener, shard.config.net_driver, index);
                     shard.set_adopter(listener.adopter());
+                    if let Listener::Uring(driver) = &listener {
+                        let driver = driver.clone();
+                        shard.set_io_poller(Box::new(move || {
+                            if let Err(error) = driver.poll() {
+                                tracing::warn!(%error, "polling the network driver failed");
+                            }
+                        }));
+                    }
                     if let Some(interval) = shard.config.ws_heartbeat {
                         sys::spawn(crate::realtime::Heartbeats::run(shard.clone(), interval));
                     }

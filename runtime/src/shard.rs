@@ -58,6 +58,9 @@ pub(crate) struct Shard {
     adopter: RefCell<Option<Adopter>>,
     /// This shard's WebSockets, pinged by the heartbeat.
     pub(crate) heartbeats: realtime::Heartbeats,
+    /// Dispatches the network driver's waiting completions now (see `yield_turn`); set by the
+    /// server for the io_uring driver.
+    io_poller: RefCell<Option<Box<dyn Fn()>>>,
 }
 
 /// See [`Shard::set_adopter`].
@@ -102,9 +105,25 @@ impl Shard {
             scratch: RefCell::new(Vec::new()),
             adopter: RefCell::new(None),
             heartbeats: realtime::Heartbeats::default(),
+            io_poller: RefCell::new(None),
         });
         assert!(shard.index < shard.shard_count());
         shard
+    }
+
+    /// Sets how the network driver's waiting completions are dispatched on demand.
+    pub(crate) fn set_io_poller(&self, poll: Box<dyn Fn()>) {
+        *self.io_poller.borrow_mut() = Some(poll);
+    }
+
+    /// Fairness: lets the shard's other ready tasks run before the current one goes on,
+    /// including connections whose requests arrived while the shard was busy (their
+    /// completions are dispatched first, so they are queued ahead of this task).
+    pub(crate) async fn yield_turn(&self) {
+        if let Some(poll) = &*self.io_poller.borrow() {
+            poll();
+        }
+        futures_lite::future::yield_now().await;
     }
 
     /// Sets how WebSockets moved here are served (on this shard's network driver).

@@ -166,6 +166,18 @@ impl Conn {
         }
     }
 
+    /// Whether a response (or anything) has arrived and not been read yet, without blocking.
+    pub fn has_data(&mut self) -> bool {
+        if !self.buffer.is_empty() {
+            return true;
+        }
+        self.stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let ready = matches!(self.stream.peek(&mut byte), Ok(n) if n > 0);
+        self.stream.set_nonblocking(false).unwrap();
+        ready
+    }
+
     /// True if the server has closed the connection (reads EOF or a reset).
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];

@@ -347,3 +347,93 @@ fn async_actions_over_a_connection() {
         server.stop().unwrap();
     }
 }
+
+/// Busy for the given milliseconds (a slow synchronous action), or answers at once.
+struct Slow;
+
+impl Actor for Slow {
+    const NAME: &'static str = "slow";
+    type State = ();
+    type Vars = ();
+    type ConnState = ();
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<()> {
+        Ok(())
+    }
+    fn create_vars(_: &ActorInfo, _: &()) {}
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action("spin", |_, (ms,): (u64,)| {
+                let until = std::time::Instant::now() + Duration::from_millis(ms);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                Ok(ms)
+            })
+            .action("ping", |_, ()| Ok("pong"));
+    }
+}
+
+/// Sends 12 slow calls to one actor, then one fast call to another actor of the same shard, and
+/// counts how many slow calls were answered before the fast one.
+fn slow_answers_before_a_fast_one(budget: Duration) -> usize {
+    const SLOW: usize = 12;
+    let server = Server::start(
+        Registry::new().register::<Slow>(),
+        Config {
+            shards: Some(1),
+            limits: pinion_runtime::Limits {
+                actor_turn_budget: budget,
+                ..Default::default()
+            },
+            ..test_config()
+        },
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let mut fast = Rivet::connect(addr);
+    let hog = fast.get_or_create("slow", "hog");
+    let other = fast.get_or_create("slow", "other");
+    let mut slow: Vec<Rivet> = (0..SLOW).map(|_| Rivet::connect(addr)).collect();
+    // Every connection accepted and served once, so that only the calls below are in play.
+    for conn in &mut slow {
+        assert_eq!(conn.call(&hog, "ping", json!([])), json!("pong"));
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    for conn in &mut slow {
+        conn.send_action(&hog, "spin", json!([20]));
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(fast.call(&other, "ping", json!([])), json!("pong"));
+    let mut answered = 0;
+    for conn in &mut slow {
+        if conn.conn.has_data() {
+            answered += 1;
+        }
+    }
+    for conn in &mut slow {
+        let reply = conn.conn.read_reply().unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    server.stop().unwrap();
+    answered
+}
+
+/// Fairness between the actors of a shard: a flooded slow actor yields once it used its budget,
+/// so a call to another actor does not wait behind all of its calls.
+#[test]
+fn a_flooded_slow_actor_does_not_hold_up_the_other_actors_of_its_shard() {
+    let with_budget = slow_answers_before_a_fast_one(Duration::from_micros(500));
+    let without = slow_answers_before_a_fast_one(Duration::MAX);
+    eprintln!(
+        "slow calls answered before the fast one: {with_budget} with the budget, {without} without"
+    );
+    assert!(
+        with_budget <= 3,
+        "{with_budget} of 12 slow calls were answered before the fast one"
+    );
+    // Without the budget, the fast call waits behind (nearly) every slow call that was ready.
+    assert!(
+        without >= 8,
+        "without a budget only {without} slow calls went first: the test shows nothing"
+    );
+}
