@@ -1020,9 +1020,8 @@ pub(crate) struct Life {
     /// Which incarnation of the actor this is (set by the shard when it is installed; timers
     /// carry it). 0 while starting.
     pub(crate) epoch: Cell<u64>,
-    /// Fairness: when the actor's synchronous code last ran, and how long it ran in its current
-    /// turn (since it last yielded to the others, or was idle for a while).
-    turn_end: Cell<Instant>,
+    /// Fairness: how long the actor's synchronous code ran in its current turn (since it last
+    /// yielded to the shard's other tasks).
     turn_busy: Cell<Duration>,
 }
 
@@ -1040,29 +1039,21 @@ impl Life {
             observed_hash: Cell::new(observed_hash),
             observing: Cell::new(false),
             epoch: Cell::new(0),
-            turn_end: Cell::new(sys::now()),
             turn_busy: Cell::new(Duration::ZERO),
         }
     }
 
-    /// Charges `started..ended` of synchronous actor code to the actor's turn. A gap of more
-    /// than [`FAIRNESS_GAP`] without any of its code running starts a new turn.
+    /// Charges `started..ended` of synchronous actor code to the actor's turn.
     fn charge(&self, started: Instant, ended: Instant) {
-        let ran = ended.saturating_duration_since(started);
-        if started.saturating_duration_since(self.turn_end.get()) > FAIRNESS_GAP {
-            self.turn_busy.set(ran);
-        } else {
-            self.turn_busy.set(self.turn_busy.get() + ran);
-        }
-        self.turn_end.set(ended);
+        self.turn_busy
+            .set(self.turn_busy.get() + ended.saturating_duration_since(started));
     }
 
     /// Whether the actor's current turn used more than `budget` of the shard: its next call
     /// should let the shard's other ready tasks run first, and then starts a new turn
     /// ([`Life::new_turn`]). See `Limits::actor_turn_budget`.
-    pub(crate) fn over_budget(&self, now: Instant, budget: Duration) -> bool {
-        now.saturating_duration_since(self.turn_end.get()) <= FAIRNESS_GAP
-            && self.turn_busy.get() > budget
+    pub(crate) fn over_budget(&self, budget: Duration) -> bool {
+        self.turn_busy.get() > budget
     }
 
     /// After the actor yielded to the others.
@@ -1070,9 +1061,6 @@ impl Life {
         self.turn_busy.set(Duration::ZERO);
     }
 }
-
-/// An actor idle for longer than this starts a new turn (see [`Life::charge`]).
-const FAIRNESS_GAP: Duration = Duration::from_millis(1);
 
 impl<A: Actor> ActorCell<A> {
     /// Notes a change of the state: queues a save unless one is queued.

@@ -111,9 +111,9 @@ pub struct Limits {
     /// Scheduled actions one shard runs at once; more due schedules wait their turn.
     pub schedules_in_flight_max: usize,
     /// Fairness between the actors of a shard, per turn: once an actor's synchronous code
-    /// (actions, hooks) ran longer than this without a break (a gap of 1 ms ends a turn), its
-    /// next stateless call first lets the shard's other ready tasks run (it yields once), then
-    /// starts a new turn. So a slow or flooded actor cannot make the calls of the other actors
+    /// (actions, hooks) ran longer than this in its turn, its next stateless or actor-to-actor
+    /// call first lets the shard's other ready tasks run (it yields once), then starts a new
+    /// turn. So a slow or flooded actor cannot make the calls of the other actors
     /// on its shard wait behind all of its own; alone on its shard it loses nothing but a
     /// yield per turn. Actions are never interrupted: one long synchronous action still holds
     /// the core for as long as it runs.

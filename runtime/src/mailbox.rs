@@ -13,6 +13,9 @@
 //! at most `2 × shards × forwarded_calls_max` messages. Bounding the senders, not the channel,
 //! means a reply never has to wait for space, which is what would deadlock two busy shards.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pinion_net::server::Detached;
 
 use crate::protocol::{Forwarded, Reply};
@@ -43,12 +46,17 @@ pub(crate) enum Message {
 /// A shard's receiving end.
 pub(crate) struct Mailbox {
     inbox: flume::Receiver<Message>,
+    /// Set by senders after a send: lets the shard notice mail with one relaxed load at its hot
+    /// points, without taking the channel's lock and without waiting for the executor to poll
+    /// the wake-up eventfd (which a busy executor does only when its run queue drains).
+    waiting: Arc<AtomicBool>,
 }
 
 /// A shard's sending ends, one per shard (including itself).
 #[derive(Clone)]
 pub(crate) struct Postman {
     inboxes: Vec<flume::Sender<Message>>,
+    waiting: Vec<Arc<AtomicBool>>,
 }
 
 /// Builds the inboxes of `shard_count` shards: one mailbox each, and a postman every shard (and the
@@ -56,11 +64,24 @@ pub(crate) struct Postman {
 pub(crate) fn wire(shard_count: usize) -> (Vec<Mailbox>, Postman) {
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..shard_count).map(|_| flume::unbounded()).unzip();
+    let waiting: Vec<Arc<AtomicBool>> = (0..shard_count)
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
     let mailboxes = receivers
         .into_iter()
-        .map(|inbox| Mailbox { inbox })
+        .zip(&waiting)
+        .map(|(inbox, waiting)| Mailbox {
+            inbox,
+            waiting: waiting.clone(),
+        })
         .collect();
-    (mailboxes, Postman { inboxes: senders })
+    (
+        mailboxes,
+        Postman {
+            inboxes: senders,
+            waiting,
+        },
+    )
 }
 
 impl Postman {
@@ -68,6 +89,8 @@ impl Postman {
         // A send fails only when the receiving shard has already stopped; during shutdown that is
         // expected and the message (a reply nobody awaits any more) can be dropped.
         let _ = self.inboxes[shard].send(message);
+        // Release: a receiver that sees the flag set finds the message in the channel.
+        self.waiting[shard].store(true, Ordering::Release);
     }
 
     pub(crate) fn shard_count(&self) -> usize {
@@ -91,5 +114,16 @@ impl Mailbox {
     /// The next message if one is already queued, to drain a burst without re-parking.
     pub(crate) fn try_recv(&self) -> Option<Message> {
         self.inbox.try_recv().ok()
+    }
+
+    /// Sets the flag again (mail is left for later).
+    pub(crate) fn set_waiting(&self) {
+        self.waiting.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether mail may have arrived since the last call (clears the flag). One atomic load
+    /// when there is none.
+    pub(crate) fn take_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::Acquire)
     }
 }

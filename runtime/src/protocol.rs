@@ -473,6 +473,7 @@ pub(crate) struct Gateway {
 
 impl Handler for Gateway {
     async fn handle(&self, req: &Request<'_>, body: &mut [u8], res: &mut Response<'_>) {
+        self.shard.drain_mailbox();
         let Some(path) = strip_base(&self.shard.config.base_path, req.path) else {
             return res.send(404, TEXT_HEADERS, b"Not Found (Pinion)");
         };
@@ -973,7 +974,7 @@ async fn action(
     let limit = shard.config.limits.action_output_bytes_max;
     if actor
         .life()
-        .over_budget(sys::now(), shard.config.limits.actor_turn_budget)
+        .over_budget(shard.config.limits.actor_turn_budget)
     {
         // Fairness: this actor had its turn; let the other ready tasks go first.
         shard.yield_turn().await;

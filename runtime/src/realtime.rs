@@ -323,6 +323,7 @@ impl WsSession for RivetSession {
         if let Some(liveness) = &self.liveness {
             liveness.seen();
         }
+        self.shard.drain_mailbox();
         let (Some(conn), Some(sender)) = (self.conn, self.sender.clone()) else {
             // Rejected: the close is on its way.
             return Ok(());

@@ -87,7 +87,7 @@ impl Server {
                             return;
                         }
                     };
-                    let shard = Shard::new(index, config, &registry, postman, store);
+                    let shard = Shard::new(index, config, &registry, postman, mailbox, store);
                     sys::spawn(shard.clone().run_timers());
                     // SAFETY: `fd` is a listening socket we own (from `into_raw_fd` above) and
                     // nothing else holds it.
@@ -110,7 +110,7 @@ impl Server {
                     });
                     let _ = ready_tx.send(Ok(()));
                     let accept = accept_loop(listener, gateway, shard.clone());
-                    futures_lite::future::or(accept, shard.clone().run_mailbox(mailbox)).await;
+                    futures_lite::future::or(accept, shard.clone().run_mailbox()).await;
                     // Stopped: the listener is closed. Give requests in flight a moment to finish,
                     // then write every changed actor.
                     sys::sleep(Duration::from_millis(50)).await;

@@ -61,6 +61,10 @@ pub(crate) struct Shard {
     /// Dispatches the network driver's waiting completions now (see `yield_turn`); set by the
     /// server for the io_uring driver.
     io_poller: RefCell<Option<Box<dyn Fn()>>>,
+    /// This shard's inbox.
+    mailbox: Mailbox,
+    /// A `Stop` arrived (through `drain_mailbox`, or the mailbox task).
+    stopped: std::cell::Cell<bool>,
 }
 
 /// See [`Shard::set_adopter`].
@@ -81,6 +85,7 @@ impl Shard {
         config: Rc<Config>,
         registry: &Registry,
         postman: Postman,
+        mailbox: Mailbox,
         store: Rc<dyn Store>,
     ) -> Rc<Shard> {
         let types = registry.instantiate();
@@ -106,6 +111,8 @@ impl Shard {
             adopter: RefCell::new(None),
             heartbeats: realtime::Heartbeats::default(),
             io_poller: RefCell::new(None),
+            mailbox,
+            stopped: std::cell::Cell::new(false),
         });
         assert!(shard.index < shard.shard_count());
         shard
@@ -118,12 +125,20 @@ impl Shard {
 
     /// Fairness: lets the shard's other ready tasks run before the current one goes on,
     /// including connections whose requests arrived while the shard was busy (their
-    /// completions are dispatched first, so they are queued ahead of this task).
-    pub(crate) async fn yield_turn(&self) {
+    /// completions are dispatched first, so they are queued ahead of this task), and submits
+    /// what they wrote when this task resumes (the driver's own flush would come only after
+    /// the tasks queued behind it, however long they run).
+    pub(crate) async fn yield_turn(self: &Rc<Self>) {
+        self.poll_io();
+        self.drain_mailbox();
+        futures_lite::future::yield_now().await;
+        self.poll_io();
+    }
+
+    fn poll_io(&self) {
         if let Some(poll) = &*self.io_poller.borrow() {
             poll();
         }
-        futures_lite::future::yield_now().await;
     }
 
     /// Sets how WebSockets moved here are served (on this shard's network driver).
@@ -254,8 +269,11 @@ impl Shard {
     }
 
     /// Serves the mailbox until a `Stop` arrives.
-    pub(crate) async fn run_mailbox(self: Rc<Self>, mailbox: Mailbox) {
-        while let Some(message) = mailbox.recv().await {
+    pub(crate) async fn run_mailbox(self: Rc<Self>) {
+        while !self.stopped.get() {
+            let Some(message) = self.mailbox.recv().await else {
+                return;
+            };
             let mut next = Some(message);
             let mut handled = 0;
             // Drain the burst that arrived with this wake-up before parking again, but let the
@@ -266,33 +284,62 @@ impl Shard {
                 if handled % MAILBOX_BURST_MAX == 0 {
                     futures_lite::future::yield_now().await;
                 }
-                match message {
-                    Message::Call { from, token, call } => {
-                        let shard = self.clone();
-                        sys::spawn(async move {
-                            let reply = protocol::run_forwarded(&shard, call).await;
-                            shard.postman.send(from, Message::Reply { token, reply });
-                        });
-                    }
-                    Message::Reply { token, reply } => {
-                        self.waiters.borrow_mut().complete(token, reply)
-                    }
-                    Message::Adopt { socket, request } => {
-                        let shard = self.clone();
-                        sys::spawn(async move {
-                            // Waking a sleeping actor may read the store first.
-                            let session = realtime::open(&shard, request).await;
-                            match &*shard.adopter.borrow() {
-                                Some(adopt) => adopt(socket, session),
-                                None => tracing::error!(
-                                    "a WebSocket was moved to a shard without a driver"
-                                ),
-                            }
-                        });
-                    }
-                    Message::Stop => return,
+                self.handle_message(message);
+                if self.stopped.get() {
+                    return;
                 }
-                next = mailbox.try_recv();
+                next = self.mailbox.try_recv();
+            }
+        }
+    }
+
+    /// Handles the mail that arrived, if any, now: called at the shard's hot points (each HTTP
+    /// request, each connection message, each fairness yield). A busy executor polls its
+    /// wake-up eventfd, and so runs the mailbox task, only when its run queue drains, which
+    /// under load delays cross-shard calls and replies by the length of that queue; this check
+    /// costs one relaxed atomic load when there is no mail.
+    pub(crate) fn drain_mailbox(self: &Rc<Self>) {
+        if !self.mailbox.take_waiting() {
+            return;
+        }
+        for _ in 0..MAILBOX_BURST_MAX {
+            let Some(message) = self.mailbox.try_recv() else {
+                return;
+            };
+            self.handle_message(message);
+        }
+        // More than a burst: leave the rest to the mailbox task (and look again next time).
+        self.mailbox.set_waiting();
+    }
+
+    fn handle_message(self: &Rc<Self>, message: Message) {
+        match message {
+            Message::Call { from, token, call } => {
+                let shard = self.clone();
+                sys::spawn(async move {
+                    let reply = protocol::run_forwarded(&shard, call).await;
+                    shard.postman.send(from, Message::Reply { token, reply });
+                });
+            }
+            Message::Reply { token, reply } => self.waiters.borrow_mut().complete(token, reply),
+            Message::Adopt { socket, request } => {
+                let shard = self.clone();
+                sys::spawn(async move {
+                    // Waking a sleeping actor may read the store first.
+                    let session = realtime::open(&shard, request).await;
+                    match &*shard.adopter.borrow() {
+                        Some(adopt) => adopt(socket, session),
+                        None => {
+                            tracing::error!("a WebSocket was moved to a shard without a driver")
+                        }
+                    }
+                });
+            }
+            Message::Stop => {
+                if !self.stopped.replace(true) {
+                    // Wake the mailbox task if it is parked in `recv`, so it sees the flag.
+                    self.postman.send(self.index, Message::Stop);
+                }
             }
         }
     }
