@@ -67,9 +67,20 @@ fn quiet() -> Options {
 }
 
 async fn open(data_dir: &Path, options: Options) -> LogStore {
-    LogStore::open(data_dir, 0, 1, options)
-        .await
-        .expect("open store")
+    // Other tests of this binary spawn child processes: between its fork and its exec, a child
+    // holds a copy of every descriptor, `LOCK`'s too (close-on-exec closes it only at the exec),
+    // so a store closed a moment ago can still look locked. Retry for that window only.
+    let mut attempts = 0;
+    loop {
+        match LogStore::open(data_dir, 0, 1, options.clone()).await {
+            Ok(store) => return store,
+            Err(error) if error.kind() == std::io::ErrorKind::ResourceBusy && attempts < 50 => {
+                attempts += 1;
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(error) => panic!("open store: {error:?}"),
+        }
+    }
 }
 
 fn actor(id: u64, name: &str, key: &[&str]) -> ActorRecord {
