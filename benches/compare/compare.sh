@@ -87,32 +87,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-log() { echo "compare.sh: $*" >&2; }
-has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+script=compare.sh
+# shellcheck source=benches/lib.sh
+. "$root/benches/lib.sh"
 want() { [[ ",$systems," == *",$1,"* ]]; }
 
 # --- tools ----------------------------------------------------------------------------------
-apt_install() { # package... (tries once as is, then after an apt-get update)
-  local sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    has sudo || { log "need root or sudo to install $*"; return 1; }
-    sudo=(sudo)
-  fi
-  has apt-get || { log "no apt-get: install $* yourself"; return 1; }
-  log "installing $* (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get install -y -q "$@" >/dev/null ||
-    { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q "$@" >/dev/null; }
-}
-ensure() { # command package... : installs the first package that works when command is missing
-  local cmd=$1; shift
-  has "$cmd" && return 0
-  if [ "$dry_run" = 1 ]; then log "would install $1 (for $cmd)"; return 0; fi
-  [ "$install" = 1 ] || { log "$cmd is missing (apt-get install $1)"; return 1; }
-  local pkg
-  for pkg in "$@"; do apt_install "$pkg" && has "$cmd" && return 0; done
-  return 1
-}
 ensure python3 python3
 ensure taskset util-linux
 has cargo || [ "$build" = 0 ] || { log "needs cargo (https://rustup.rs) to build loadgen and pinion-demo"; exit 1; }
@@ -126,16 +106,6 @@ if want node; then
   ensure node nodejs || { log "no node"; exit 1; }
   ensure npm npm || { log "no npm"; exit 1; }
 fi
-secs() { python3 - "$1" <<'PY'
-import re, sys
-text, total = sys.argv[1], 0.0
-units = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-parts = re.findall(r"([\d.]+)(us|µs|ms|s|m|h)", text)
-if not parts or "".join(n + u for n, u in parts) != text:
-    sys.exit(f"bad duration {text}")
-print(sum(float(n) * units[u] for n, u in parts))
-PY
-}
 duration_s=$(secs "$duration"); open_s=$(secs "$open_duration"); warmup_s=$(secs "$warmup")
 IFS=, read -ra rate_list <<< "$rates"
 IFS=, read -ra system_list <<< "$systems"
@@ -198,17 +168,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 clk_tck=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { # port pid seconds
-  local i
-  for i in $(seq 1 $(($3 * 10))); do
-    kill -0 "$2" 2>/dev/null || return 1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
 fail() { log "$1: $2"; python3 "$here/compare.py" fail "$results" "$1" "$2"; }
 declare -A pid_of
 declare -A label_of

@@ -116,35 +116,16 @@ fi
 : "${connections:=1,16,64,256}" "${duration:=5s}" "${warmup:=1s}" "${redis_seconds:=4}"
 : "${sleepers:=20000}" "${population:=1000000}" "${touch_n:=10000}"
 
-log() { echo "durable.sh: $*" >&2; }
+script=durable.sh
+# shellcheck source=benches/lib.sh
+. "$root/benches/lib.sh"
 step() { echo "== $*" >&2; }
-has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 want() { [[ ",$parts," == *",$1,"* ]]; }
 for p in ${parts//,/ }; do
   case $p in writes|wake|population) ;; *) log "unknown part $p"; exit 2 ;; esac
 done
 
-# --- tools (as compare.sh) ------------------------------------------------------------------
-apt_install() { # package... (tries once as is, then after an apt-get update)
-  local sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    has sudo || { log "need root or sudo to install $*"; return 1; }
-    sudo=(sudo)
-  fi
-  has apt-get || { log "no apt-get: install $* yourself"; return 1; }
-  log "installing $* (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get install -y -q "$@" >/dev/null ||
-    { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q "$@" >/dev/null; }
-}
-ensure() { # command package... : installs the first package that works when command is missing
-  local cmd=$1; shift
-  has "$cmd" && return 0
-  [ "$install" = 1 ] || { log "$cmd is missing (apt-get install $1)"; return 1; }
-  local pkg
-  for pkg in "$@"; do apt_install "$pkg" && has "$cmd" && return 0; done
-  return 1
-}
+# --- tools (benches/lib.sh) ------------------------------------------------------------------
 ensure python3 python3
 ensure taskset util-linux
 if want writes; then
@@ -152,16 +133,6 @@ if want writes; then
   ensure redis-benchmark redis-tools redis-server || { log "no redis-benchmark"; exit 1; }
 fi
 has cargo || [ "$build" = 0 ] || { log "needs cargo (https://rustup.rs) to build the binaries"; exit 1; }
-secs() { python3 - "$1" <<'PY'
-import re, sys
-text, total = sys.argv[1], 0.0
-units = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-parts = re.findall(r"([\d.]+)(us|µs|ms|s|m|h)", text)
-if not parts or "".join(n + u for n, u in parts) != text:
-    sys.exit(f"bad duration {text}")
-print(sum(float(n) * units[u] for n, u in parts))
-PY
-}
 duration_s=$(secs "$duration"); warmup_s=$(secs "$warmup")
 IFS=, read -ra conn_list <<< "$connections"
 
@@ -219,16 +190,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { # port pid seconds
-  local i
-  for i in $(seq 1 $(($3 * 10))); do
-    kill -0 "$2" 2>/dev/null || return 1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
 rss() { "$pop" rss --pid "$1"; }
 hwm() { "$pop" rss --pid "$1" --field VmHWM; }
 # rss_settled PID: 1 s of GET /health on 4 connections (wakes no actor), then polls the RSS every
@@ -298,7 +259,6 @@ fi
 
 # --- a. durable writes ------------------------------------------------------------------------
 clk_tck=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cpu_start() { cpu_ticks=$(ticks "$1"); cpu_ns=$(date +%s%N); }
 cpu_pct() { # pid: the server's CPU use (utime + stime, all threads) since cpu_start, in %
   python3 -c "print(round(100 * ($(ticks "$1") - $cpu_ticks) / $clk_tck / (($(date +%s%N) - $cpu_ns) / 1e9)))"
