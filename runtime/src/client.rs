@@ -204,11 +204,8 @@ impl ActorHandle {
                 shard.forward(owner, call).await
             }
         };
-        let deadline = async {
-            sys::sleep(timeout).await;
-            Reply::error(&RivetError::timed_out())
-        };
-        decode(futures_lite::future::or(call, deadline).await)
+        let reply = sys::timeout(timeout, call).await;
+        decode(reply.unwrap_or_else(|| Reply::error(&RivetError::timed_out())))
     }
 }
 

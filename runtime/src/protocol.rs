@@ -1042,12 +1042,7 @@ async fn finish_action(
         return sink.error(&RivetError::overloaded());
     }
     let _pending = Pending::count(&actor);
-    let deadline = async {
-        sys::sleep(shard.config.limits.action_timeout).await;
-        None
-    };
-    let Some(result) = futures_lite::future::or(async { Some(running.await) }, deadline).await
-    else {
+    let Some(result) = sys::timeout(shard.config.limits.action_timeout, running).await else {
         return sink.error(&RivetError::timed_out());
     };
     if actor.options().durable_before_reply {
@@ -1129,11 +1124,7 @@ pub(crate) async fn run_scheduled(
         Started::Done(result) => result.map(|_| ()),
         Started::Running(running) => {
             let _pending = Pending::count(actor);
-            let deadline = async {
-                sys::sleep(shard.config.limits.action_timeout).await;
-                None
-            };
-            match futures_lite::future::or(async { Some(running.await) }, deadline).await {
+            match sys::timeout(shard.config.limits.action_timeout, running).await {
                 Some(result) => result.map(|_| ()),
                 None => {
                     tracing::error!(

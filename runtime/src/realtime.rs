@@ -441,11 +441,7 @@ impl RivetSession {
             .durable_before_reply
             .then(|| (self.shard.clone(), self.actor.clone()));
         sys::spawn(async move {
-            let deadline = async {
-                sys::sleep(timeout).await;
-                None
-            };
-            let result = futures_lite::future::or(async { Some(running.await) }, deadline).await;
+            let result = sys::timeout(timeout, running).await;
             in_flight.set(in_flight.get() - 1);
             drop(pending);
             let mut frame = Vec::new();

@@ -35,6 +35,16 @@ pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;
 }
 
+/// Runs `future` until it completes or `limit` passes; `None` on timeout (the future is dropped,
+/// so it stops at its next await).
+pub async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    let deadline = async {
+        sleep(limit).await;
+        None
+    };
+    futures_lite::future::or(async { Some(future.await) }, deadline).await
+}
+
 thread_local! {
     static RNG: Cell<u64> = Cell::new(seed());
 }
