@@ -115,6 +115,19 @@ impl Server {
                     // then write every changed actor.
                     sys::sleep(Duration::from_millis(50)).await;
                     shard.save_all().await;
+                    if let Some(stats) = shard.store.stats() {
+                        tracing::info!(
+                            shard = index,
+                            appends = stats.appends,
+                            batches = stats.batches,
+                            syncs = stats.syncs,
+                            bytes_written = stats.bytes_written,
+                            admission_waits = stats.admission_waits,
+                            compactions = stats.compactions,
+                            segments = stats.segments,
+                            "store at stop"
+                        );
+                    }
                     if let Err(error) = shard.store.close().await {
                         tracing::error!(%error, shard = index, "closing the store failed");
                     }

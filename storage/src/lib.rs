@@ -389,6 +389,12 @@ pub trait Store {
         self.durable(self.last_seq())
     }
 
+    /// The backend's counters (appends, batches, syncs, ...), if it keeps any: for logs and
+    /// monitoring.
+    fn stats(&self) -> Option<Stats> {
+        None
+    }
+
     /// Makes everything durable and closes the store: later writes fail, and whatever the store
     /// holds exclusively (the log's directory lock) is released. For a clean stop.
     fn close(&self) -> StoreFuture<'_, io::Result<()>> {

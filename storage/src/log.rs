@@ -1614,6 +1614,10 @@ fn decode_actor(bytes: &[u8]) -> io::Result<ActorRecord> {
 }
 
 impl Store for LogStore {
+    fn stats(&self) -> Option<Stats> {
+        Some(LogStore::stats(self))
+    }
+
     fn close(&self) -> StoreFuture<'_, io::Result<()>> {
         StoreFuture::boxed(self.shut())
     }
