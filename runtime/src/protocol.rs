@@ -955,7 +955,7 @@ async fn action(
     params: Value,
     sink: &mut dyn Sink,
 ) {
-    let actor = match shard.actor(id) {
+    let mut actor = match shard.actor(id) {
         Some(actor) => actor,
         None => match shard.load(id).await {
             Ok(Some(actor)) => actor,
@@ -979,6 +979,12 @@ async fn action(
         // Fairness: this actor had its turn; let the other ready tasks go first.
         shard.yield_turn().await;
         actor.life().new_turn();
+        // It may have gone to sleep (or been destroyed) meanwhile: look it up again.
+        actor = match shard.load(id).await {
+            Ok(Some(actor)) => actor,
+            Ok(None) => return sink.error(&RivetError::actor_not_found(&id.to_string())),
+            Err(error) => return sink.error(&error),
+        };
     }
     let conn = match Ephemeral::connect(&actor, params) {
         Ok(conn) => conn,
