@@ -39,6 +39,29 @@ const NO_DC = pinionOnly(HAS_DURABLE_COUNTER, "`durableCounter` actor");
 // `pending` stands for the schedule extras (pending/cancel/remindAt).
 const NO_SCHED = pinionOnly(HAS_PENDING, "`reminder.pending`/`cancel`/`remindAt` actions");
 
+/**
+ * On a raw `/connect` socket to a fresh `actor`, calls `action` (which stops the actor: sleep or
+ * destroy): its `ActionResponse` (`true`) must arrive, then the server closes with 1000. The
+ * reason is not asserted (the reference sends "", as Pinion does).
+ */
+async function actionThenClose(actor, action, key) {
+	await withClient(async (client) => {
+		const id = await client[actor].getOrCreate([uniq(key)]).resolve();
+		const peer = await WsPeer.open(gatewayWsUrl(id, "/connect"), JSON_PROTOCOLS);
+		try {
+			assert.equal((await peer.nextJson()).body.tag, "Init");
+			peer.send(actionRequest(0, action));
+			assert.deepEqual(await peer.nextJson(), {
+				body: { tag: "ActionResponse", val: { id: ["$BigInt", "0"], output: true } },
+			});
+			const { code } = await peer.waitClosed(10_000);
+			assert.equal(code, 1000);
+		} finally {
+			peer.dispose();
+		}
+	});
+}
+
 /** Subscribe `conn` to `name`; returns the array that collects each event's argument list. */
 function collect(conn, name) {
 	const got = [];
@@ -234,24 +257,8 @@ describe("sleeper: c.sleep()", () => {
 		});
 	});
 
-	test("wire: sleepNow over /connect → ActionResponse true, then the server closes 1000", opts, async () => {
-		await withClient(async (client) => {
-			const id = await client.sleeper.getOrCreate([uniq("sleep-wire")]).resolve();
-			const peer = await WsPeer.open(gatewayWsUrl(id, "/connect"), JSON_PROTOCOLS);
-			try {
-				assert.equal((await peer.nextJson()).body.tag, "Init");
-				peer.send(actionRequest(0, "sleepNow"));
-				assert.deepEqual(await peer.nextJson(), {
-					body: { tag: "ActionResponse", val: { id: ["$BigInt", "0"], output: true } },
-				});
-				// The close reason is not asserted (the reference sends "").
-				const { code } = await peer.waitClosed(10_000);
-				assert.equal(code, 1000);
-			} finally {
-				peer.dispose();
-			}
-		});
-	});
+	test("wire: sleepNow over /connect → ActionResponse true, then the server closes 1000", opts, () =>
+		actionThenClose("sleeper", "sleepNow", "sleep-wire"));
 });
 
 describe("lifecycle.destroyMe: c.destroy()", () => {
@@ -319,24 +326,8 @@ describe("lifecycle.destroyMe: c.destroy()", () => {
 		});
 	});
 
-	test("wire: destroyMe over /connect → ActionResponse true, then the server closes 1000", opts, async () => {
-		await withClient(async (client) => {
-			const id = await client.lifecycle.getOrCreate([uniq("destroy-wire")]).resolve();
-			const peer = await WsPeer.open(gatewayWsUrl(id, "/connect"), JSON_PROTOCOLS);
-			try {
-				assert.equal((await peer.nextJson()).body.tag, "Init");
-				peer.send(actionRequest(0, "destroyMe"));
-				assert.deepEqual(await peer.nextJson(), {
-					body: { tag: "ActionResponse", val: { id: ["$BigInt", "0"], output: true } },
-				});
-				// The close reason is not asserted (the reference sends "", Pinion "actor_destroyed").
-				const { code } = await peer.waitClosed(10_000);
-				assert.equal(code, 1000);
-			} finally {
-				peer.dispose();
-			}
-		});
-	});
+	test("wire: destroyMe over /connect → ActionResponse true, then the server closes 1000", opts, () =>
+		actionThenClose("lifecycle", "destroyMe", "destroy-wire"));
 });
 
 describe("Pinion extras", () => {
