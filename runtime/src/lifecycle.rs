@@ -151,6 +151,43 @@ fn poll_now<T>(future: &mut StoreFuture<'_, T>) -> Option<T> {
     }
 }
 
+/// A write of a pending schedule, kept whole so it can be retried from a task.
+enum ScheduleWrite {
+    Put {
+        actor: ActorId,
+        schedule: u64,
+        due_ms: u64,
+        payload: Vec<u8>,
+    },
+    Delete {
+        actor: ActorId,
+        schedule: u64,
+    },
+}
+
+impl ScheduleWrite {
+    fn actor(&self) -> ActorId {
+        match self {
+            ScheduleWrite::Put { actor, .. } | ScheduleWrite::Delete { actor, .. } => *actor,
+        }
+    }
+
+    fn apply<'a>(
+        &'a self,
+        store: &'a dyn pinion_storage::Store,
+    ) -> StoreFuture<'a, io::Result<Seq>> {
+        match self {
+            ScheduleWrite::Put {
+                actor,
+                schedule,
+                due_ms,
+                payload,
+            } => store.put_schedule(actor.0, *schedule, *due_ms, payload),
+            ScheduleWrite::Delete { actor, schedule } => store.delete_schedule(actor.0, *schedule),
+        }
+    }
+}
+
 fn internal(what: &str, id: ActorId, error: &dyn std::fmt::Display) -> RivetError {
     tracing::error!(%id, %error, "{what}");
     RivetError::internal()
@@ -477,47 +514,39 @@ impl Shard {
         due_ms: u64,
         payload: Vec<u8>,
     ) {
-        let mut write = self.store.put_schedule(actor.0, schedule, due_ms, &payload);
-        match poll_now(&mut write) {
+        self.write_schedule(ScheduleWrite::Put {
+            actor,
+            schedule,
+            due_ms,
+            payload,
+        });
+    }
+
+    pub(crate) fn delete_schedule(&self, actor: ActorId, schedule: u64) {
+        self.write_schedule(ScheduleWrite::Delete { actor, schedule });
+    }
+
+    /// Applies a schedule write now (actions cannot await) or, when the log's batch is full,
+    /// from a task once there is room; then wakes the timer task, whose next due time may change.
+    fn write_schedule(&self, write: ScheduleWrite) {
+        let mut pending = write.apply(&*self.store);
+        match poll_now(&mut pending) {
             Some(result) => {
-                drop(write);
-                self.note_write(actor, result);
+                drop(pending);
+                self.note_write(write.actor(), result);
             }
             None => {
-                drop(write);
-                // The log's batch is full: write from a task once there is room.
+                drop(pending);
                 if let Some(shard) = self.me.upgrade() {
                     sys::spawn(async move {
-                        let result = shard
-                            .store
-                            .put_schedule(actor.0, schedule, due_ms, &payload)
-                            .await;
-                        shard.note_write(actor, result);
+                        let result = write.apply(&*shard.store).await;
+                        shard.note_write(write.actor(), result);
                         shard.timer_notify.notify();
                     });
                 }
             }
         }
         self.timer_notify.notify();
-    }
-
-    pub(crate) fn delete_schedule(&self, actor: ActorId, schedule: u64) {
-        let mut write = self.store.delete_schedule(actor.0, schedule);
-        match poll_now(&mut write) {
-            Some(result) => {
-                drop(write);
-                self.note_write(actor, result);
-            }
-            None => {
-                drop(write);
-                if let Some(shard) = self.me.upgrade() {
-                    sys::spawn(async move {
-                        let result = shard.store.delete_schedule(actor.0, schedule).await;
-                        shard.note_write(actor, result);
-                    });
-                }
-            }
-        }
     }
 
     /// Records a write of an actor's data, so that its next durable reply waits for it too.
