@@ -45,6 +45,10 @@ struct Args {
     /// CPU, highest wake-up latency at low load).
     #[arg(long, default_value_t = 100)]
     spin_us: u64,
+    /// Group commit window with --data-dir: after a sync, how long the store may wait for the
+    /// writers it released to write again so they share the next sync; 0 never waits.
+    #[arg(long, default_value_t = 500)]
+    commit_window_us: u64,
 }
 
 /// Runs `pinion-demo` with the process arguments until SIGINT/SIGTERM.
@@ -77,6 +81,10 @@ pub fn main() -> ExitCode {
         spin_before_park: Duration::from_micros(args.spin_us),
         sleep_timeout: Duration::from_millis(args.sleep_timeout_ms),
         save_interval: Duration::from_millis(args.save_interval_ms),
+        store: pinion_storage::Options {
+            commit_window_max: Duration::from_micros(args.commit_window_us),
+            ..pinion_storage::Options::default()
+        },
         ..Config::default()
     };
     let server = match Server::start(crate::registry(), config) {

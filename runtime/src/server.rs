@@ -123,6 +123,7 @@ impl Server {
                             syncs = stats.syncs,
                             bytes_written = stats.bytes_written,
                             admission_waits = stats.admission_waits,
+                            gathers = stats.gathers,
                             compactions = stats.compactions,
                             segments = stats.segments,
                             "store at stop"

@@ -394,6 +394,117 @@ fn group_commit_shares_fdatasyncs() {
 }
 
 #[test]
+fn group_commit_window_gathers_the_writers_a_sync_released() {
+    let tmp = TempDir::new("commit-window");
+    let dir = tmp.path().to_owned();
+    run(move || async move {
+        // A window far longer than the test may run: any write that waited for its end would
+        // hit the timeouts below.
+        let options = Options {
+            commit_window_max: Duration::from_secs(60),
+            ..quiet()
+        };
+        let store = Rc::new(open(&dir, options).await);
+        let within = |limit_s| Duration::from_secs(limit_s);
+
+        // One writer: every sync releases it and it is all there is, so it never waits.
+        for round in 0..20u64 {
+            let saved = async {
+                let seq = store.save_state(1, &state_of(1, round, 64)).await.unwrap();
+                store.durable(seq).await.unwrap();
+                Ok(())
+            };
+            assert!(
+                glommio::timer::timeout(within(10), saved).await.is_ok(),
+                "a lone writer waited for the commit window (round {round})"
+            );
+        }
+
+        // Eight writers in a closed loop that come back at different times (as clients across a
+        // network do): once a sync released them, the flusher waits until all eight wrote again,
+        // so each round costs one sync (the window never runs out). Without the window, the
+        // first one back would start a sync of its own.
+        let before = store.stats().syncs;
+        let rounds = 30u64;
+        let writers: Vec<_> = (0..8u64)
+            .map(|id| {
+                let store = store.clone();
+                glommio::spawn_local(async move {
+                    for round in 0..rounds {
+                        let seq = store
+                            .save_state(10 + id, &state_of(10 + id, round, 64))
+                            .await
+                            .unwrap();
+                        store.durable(seq).await.unwrap();
+                        glommio::timer::sleep(Duration::from_micros(300 * id)).await;
+                    }
+                })
+            })
+            .collect();
+        let all = async {
+            for writer in writers {
+                writer.await;
+            }
+            Ok(())
+        };
+        assert!(
+            glommio::timer::timeout(within(30), all).await.is_ok(),
+            "closed-loop writers stalled"
+        );
+        let syncs = store.stats().syncs - before;
+        assert!(
+            syncs <= rounds + 2,
+            "{syncs} syncs for {rounds} rounds of 8 writers: the window did not gather them"
+        );
+        for id in 0..8u64 {
+            let got = store.read_state(10 + id).await.unwrap().unwrap();
+            assert_eq!(version_of(&got), rounds - 1);
+        }
+
+        let store = Rc::try_unwrap(store).ok().expect("writers are done");
+        store.close().await.unwrap();
+
+        // A released writer that does not come back costs at most the window: the other one
+        // goes on.
+        let options = Options {
+            commit_window_max: Duration::from_millis(200),
+            ..quiet()
+        };
+        let store = Rc::new(open(&dir, options).await);
+        let once = {
+            let store = store.clone();
+            glommio::spawn_local(async move {
+                let seq = store.save_state(30, b"once").await.unwrap();
+                store.durable(seq).await.unwrap();
+            })
+        };
+        let on = {
+            let store = store.clone();
+            glommio::spawn_local(async move {
+                for round in 0..5u64 {
+                    let seq = store
+                        .save_state(31, &state_of(31, round, 64))
+                        .await
+                        .unwrap();
+                    store.durable(seq).await.unwrap();
+                }
+            })
+        };
+        let both = async {
+            once.await;
+            on.await;
+            Ok(())
+        };
+        assert!(
+            glommio::timer::timeout(within(10), both).await.is_ok(),
+            "a writer stalled after another stopped"
+        );
+        assert_eq!(version_of(&store.read_state(31).await.unwrap().unwrap()), 4);
+        assert!(store.stats().gathers > 0, "{:?}", store.stats());
+    });
+}
+
+#[test]
 fn back_pressure_bounds_batches_and_keeps_call_order() {
     let tmp = TempDir::new("back-pressure");
     let dir = tmp.path().to_owned();
