@@ -34,6 +34,8 @@
 #    (save_state() before replying), each on one hot actor and, for C >= 16, spread uniformly
 #    over C actors (--keys C). Every row: req/s, p50/p99, the server's CPU use (utime + stime
 #    over the run; loadgen's warm-up included) and the ratio to Redis-always at the same C.
+#    The two 1-actor Pinion workloads run once more under wrk (-t1, an epoll client like
+#    redis-benchmark; see wrk_run for why the client matters): the rows to set beside Redis.
 #    Then a durability check: SIGKILL, restart, and the hot durableCounter must hold at least
 #    the increments whose replies loadgen counted.
 # b. wake: `population create` --sleepers sleeper actors (bump once each, so each has state on
@@ -63,7 +65,7 @@
 #
 # Output: the Markdown table on stdout and in OUT/table.md; OUT/results.jsonl; every run's raw
 # output (loadgen JSON/text, redis-benchmark CSV, population output, servers' stderr) in OUT.
-# Installs redis-server (apt-get, as compare.sh does) when missing; builds pinion-demo, loadgen
+# Installs redis-server and wrk (apt-get, as compare.sh does) when missing; builds pinion-demo, loadgen
 # and population (release) unless --no-build. Every run is bounded in time; the script stops only
 # the processes it started, by PID, and removes its data directories. With the defaults it takes
 # about 6 minutes; --quick about 2.
@@ -129,6 +131,7 @@ done
 ensure python3 python3
 ensure taskset util-linux
 if want writes; then
+  ensure wrk wrk || { log "no wrk"; exit 1; }
   ensure redis-server redis-server || { log "no redis-server"; exit 1; }
   ensure redis-benchmark redis-tools redis-server || { log "no redis-benchmark"; exit 1; }
 fi
@@ -295,6 +298,53 @@ loadgen_run() { # label C name loadgen-action-args... (the server: writes_pid)
 print(f\"  {s['throughput_rps']:,.0f} req/s, p50 {l['p50']:.0f} µs, p99 {l['p99']:.0f} µs, {s['errors']} errors, server CPU $cpu %\")" >&2
 }
 
+# wrk: an epoll client, as redis-benchmark is. loadgen's glommio executor arms one io_uring recv
+# per connection, and each response sent to it costs the server's core a task-work wake-up of
+# loadgen (an IPI while loadgen runs): measured here ~19 µs of server CPU per durable request
+# with loadgen against ~7 µs when loadgen is never idle (plain increments). wrk's epoll wait is
+# woken once per burst, as redis-benchmark's is, so the wrk rows compare the servers on equal
+# terms.
+wrk_run() { # label C name actor action (the server: writes_pid)
+  local label=$1 c=$2 name=$3 actor=$4 action=$5 cpu id url
+  log "$label, $c connections"
+  id=$(python3 - "$endpoint" "$actor" <<'PY'
+import json, sys, urllib.request
+endpoint, actor = sys.argv[1:]
+request = urllib.request.Request(endpoint + "/actors", method="PUT",
+                                 data=json.dumps({"name": actor, "key": "wrk"}).encode(),
+                                 headers={"content-type": "application/json"})
+with urllib.request.urlopen(request, timeout=30) as response:
+    print(json.load(response)["actor"]["actor_id"])
+PY
+) || { log "creating the $actor actor for wrk failed"; return 1; }
+  cat > "$tmp/wrk.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"args":[1]}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local errors = e.connect + e.read + e.write + e.status + e.timeout
+  local f = io.open(os.getenv("WRK_JSON"), "w")
+  f:write(string.format('{"throughput_rps": %.1f, "ok": %d, "errors": %d, ' ..
+    '"latency_us": {"p50": %d, "p99": %d}}\n', summary.requests / (summary.duration / 1e6),
+    summary.requests - errors, errors, latency:percentile(50), latency:percentile(99)))
+  f:close()
+end
+LUA
+  url=$endpoint/gateway/$id/action/$action
+  # Warm-up (wrk has none of its own), then the measured run.
+  WRK_JSON=/dev/null timeout 60 taskset -c "$load_cpu" wrk -t1 -c"$c" \
+    -d"$(python3 -c "print(max(1, round($warmup_s)))")s" -s "$tmp/wrk.lua" "$url" > /dev/null 2>&1 || true
+  cpu_start "$writes_pid"
+  WRK_JSON=$out/$name.json timeout "$(python3 -c "print(int($duration_s * 2 + 60))")" \
+    taskset -c "$load_cpu" wrk -t1 -c"$c" -d"$(python3 -c "print(max(1, round($duration_s)))")s" \
+    -s "$tmp/wrk.lua" "$url" > "$out/$name.txt" 2>&1 || { log "wrk failed (see $out/$name.txt)"; return 1; }
+  cpu=$(cpu_pct "$writes_pid")
+  python3 "$here/durable.py" loadgen "$results" "$label" "$c" "$out/$name.json" "$cpu"
+  python3 -c "import json; s = json.load(open('$out/$name.json')); l = s['latency_us']; \
+print(f\"  {s['throughput_rps']:,.0f} req/s, p50 {l['p50']:.0f} µs, p99 {l['p99']:.0f} µs, {s['errors']} errors, server CPU $cpu %\")" >&2
+}
+
 if want writes; then
   step "a. durable increments/s (C = ${connections}; loadgen $warmup warm-up + $duration, redis ~${redis_seconds}s per run)"
   redis_version=$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')
@@ -330,6 +380,8 @@ if want writes; then
       loadgen_run "Pinion counter.incrementSaved, $c actors" "$c" "saved-spread-c$c" \
         --actor counter --key spread --keys "$c" --key-dist uniform --action incrementSaved --args '[1]'
     fi
+    wrk_run "Pinion durableCounter.increment, 1 actor, wrk" "$c" "wrk-durable-c$c" durableCounter increment
+    wrk_run "Pinion counter.incrementSaved, 1 actor, wrk" "$c" "wrk-saved-c$c" counter incrementSaved
     exited "$writes_pid" && { log "pinion-demo exited during the writes (see $out/pinion-writes.err)"; exit 1; }
   done
   for pid in "$redis_always_pid" "$redis_none_pid"; do stop "$pid" TERM 10 >/dev/null; done
