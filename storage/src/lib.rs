@@ -56,7 +56,11 @@
 //! store takes the oldest batch, writes it with one `write` at its offset (glommio
 //! [`BufferedFile`](glommio::io::BufferedFile), io_uring) and calls one `fdatasync`, then wakes the
 //! `durable` waiters it covers. While a batch is written and synced, new appends fill the next
-//! one, so under load one sync covers every write that arrived during the previous one.
+//! one, so under load one sync covers every write that arrived during the previous one. After a
+//! sync that released writers, the flusher waits for them to write again before it takes the next
+//! batch, up to [`Options::commit_window_max`] (500 µs; it stops early after a quarter of that
+//! with no new writer), so that closed-loop writers share one sync instead of alternating between
+//! two half-full batches.
 //!
 //! Bounds: [`Options::batch_bytes_max`] bytes waiting for the flusher (1 MiB) and
 //! [`Options::waiters_max`] tasks in `durable` (16 384); beyond either, appends wait (in a FIFO of
