@@ -237,7 +237,12 @@ impl Shard {
                 _ => return Ok(None),
             }
             let _guard = self.close_gate(id);
-            return self.wake(id).await.map(Some);
+            let started = sys::now();
+            let woken = self.wake(id).await;
+            let micros = sys::now().duration_since(started).as_micros() as u64;
+            // Saturates at the histogram's bound (a minute) instead of failing.
+            self.wakes.borrow_mut().saturating_record(micros.max(1));
+            return woken.map(Some);
         }
     }
 

@@ -129,6 +129,19 @@ impl Server {
                             "store at stop"
                         );
                     }
+                    {
+                        let wakes = shard.wakes.borrow();
+                        if !wakes.is_empty() {
+                            tracing::info!(
+                                shard = index,
+                                count = wakes.len(),
+                                p50_us = wakes.value_at_quantile(0.5),
+                                p99_us = wakes.value_at_quantile(0.99),
+                                max_us = wakes.max(),
+                                "wakes at stop"
+                            );
+                        }
+                    }
                     if let Err(error) = shard.store.close().await {
                         tracing::error!(%error, shard = index, "closing the store failed");
                     }
