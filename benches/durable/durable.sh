@@ -249,7 +249,12 @@ touch_run() {
   python3 "$here/durable.py" touch "$results" "$name" "$label" "$out/$name.json" "$((after - before))"
 }
 
-fs_type=$(stat -f -c %T "$tmp")
+# findmnt names ext4 as ext4 (stat -f says "ext2/ext3" for every ext); stat -f where it is missing.
+fs_type=$(findmnt -n -o FSTYPE --target "$tmp" 2>/dev/null || stat -f -c %T "$tmp")
+if [ "$fs_type" = ext4 ] && [ -r "/proc/fs/ext4/$(basename "$(df --output=source "$tmp" | tail -n 1)")/options" ] &&
+  ! [ -d "/proc/fs/jbd2/$(basename "$(df --output=source "$tmp" | tail -n 1)")-8" ]; then
+  fs_type="ext4 (no journal)"
+fi
 fs_dev=$(df --output=source "$tmp" | tail -n 1)
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r)"
