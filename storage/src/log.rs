@@ -1458,8 +1458,13 @@ async fn write_batch(inner: &Inner, seg: u32, start: u64, mut buf: Vec<u8>) -> i
 /// stops early when a quarter of the window passes with no new task in `durable` (the writers
 /// are not coming back: open-loop traffic, or writers that were done), and at the window's end.
 async fn gather(inner: &Inner) {
-    if inner.state.borrow().gather_target == 0 {
-        return;
+    {
+        let mut st = inner.state.borrow_mut();
+        if st.waiters.len() >= st.gather_target {
+            // Not gathering, or everyone is back already (a lone writer always is).
+            st.gather_target = 0;
+            return;
+        }
     }
     let window = inner.options.commit_window_max;
     let quiet = window / 4;

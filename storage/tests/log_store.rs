@@ -419,6 +419,11 @@ fn group_commit_window_gathers_the_writers_a_sync_released() {
                 "a lone writer waited for the commit window (round {round})"
             );
         }
+        assert_eq!(
+            store.stats().gathers,
+            0,
+            "a lone writer waited for the window"
+        );
 
         // Eight writers in a closed loop that come back at different times (as clients across a
         // network do): once a sync released them, the flusher waits until all eight wrote again,
