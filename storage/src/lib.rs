@@ -53,9 +53,12 @@
 //!
 //! **Writes and group commit.** An append encodes its record into the current in-memory batch,
 //! updates the index and returns its sequence number, all synchronously. One flusher task per
-//! store takes the oldest batch, writes it with one `write` at its offset (glommio
-//! [`BufferedFile`](glommio::io::BufferedFile), io_uring) and calls one `fdatasync`, then wakes the
-//! `durable` waiters it covers. While a batch is written and synced, new appends fill the next
+//! store takes the oldest batch and submits one `write` at its offset linked to one `fdatasync`
+//! (`IOSQE_IO_LINK`) on a small io_uring of its own, so the kernel's worker thread runs the sync
+//! right after the write without a round trip through the executor (completions come back
+//! through an eventfd read with glommio; if that ring cannot be set up, glommio's
+//! [`BufferedFile`](glommio::io::BufferedFile) calls do both), then wakes the `durable` waiters
+//! it covers. While a batch is written and synced, new appends fill the next
 //! one, so under load one sync covers every write that arrived during the previous one. After a
 //! sync that released writers, the flusher waits for them to write again before it takes the next
 //! batch, up to [`Options::commit_window_max`] (500 µs; it stops early after a quarter of that
@@ -197,6 +200,7 @@ mod format;
 mod index;
 mod layout;
 mod log;
+mod syncring;
 
 pub use format::PAYLOAD_BYTES_MAX;
 pub use layout::{LayoutError, ReshardReport, reshard, reshard_blocking, shard_dir};

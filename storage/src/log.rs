@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -11,6 +12,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
+
+use crate::syncring::SyncRing;
 use glommio::task::JoinHandle;
 
 use crate::format::{
@@ -163,6 +166,9 @@ struct Inner {
     dir_handle: Directory,
     recovered: Recovered,
     state: RefCell<State>,
+    /// The flusher's own ring for linked write + `fdatasync` (see `syncring`); `None` when it
+    /// could not be set up, and then glommio's file calls do both.
+    sync_ring: Option<SyncRing>,
 }
 
 struct State {
@@ -818,6 +824,13 @@ impl LogStore {
             dir_handle,
             recovered,
             state: RefCell::new(state),
+            sync_ring: match SyncRing::new() {
+                Ok(ring) => Some(ring),
+                Err(error) => {
+                    tracing::warn!(%error, "pinion-storage: no io_uring of its own for syncs; using glommio's");
+                    None
+                }
+            },
         });
         let flusher = glommio::spawn_local(flusher(inner.clone())).detach();
         let compactor = inner
@@ -1429,6 +1442,16 @@ async fn write_batch(inner: &Inner, seg: u32, start: u64, mut buf: Vec<u8>) -> i
         }
     };
     let mut pos = start;
+    if let Some(ring) = &inner.sync_ring {
+        let len = buf.len();
+        let written = ring.write_and_sync(file.as_raw_fd(), buf, pos).await?;
+        if written == len {
+            return Ok(());
+        }
+        // A short write: the linked sync was cancelled; the rest goes the plain way below.
+        buf = short_write_rest(inner, start, pos, written);
+        pos += written as u64;
+    }
     loop {
         let len = buf.len();
         let written = file.write_at(buf, pos).await?;
@@ -1441,16 +1464,21 @@ async fn write_batch(inner: &Inner, seg: u32, start: u64, mut buf: Vec<u8>) -> i
                 "segment write made no progress",
             ));
         }
-        // A short write: a rare case, so copying the rest is fine. (`write_at` takes the buffer.)
-        let rest = inner.state.borrow().batches.front().map(|b| {
-            let done = (pos - start) as usize + written;
-            b.buf[done..].to_vec()
-        });
-        buf = rest.unwrap_or_default();
+        buf = short_write_rest(inner, start, pos, written);
         pos += written as u64;
     }
     file.fdatasync().await?;
     Ok(())
+}
+
+/// What a short write at `pos` (of the front batch, which starts at `start`) left unwritten: a
+/// rare case, so copying it is fine (the writes take their buffer).
+fn short_write_rest(inner: &Inner, start: u64, pos: u64, written: usize) -> Vec<u8> {
+    let rest = inner.state.borrow().batches.front().map(|b| {
+        let done = (pos - start) as usize + written;
+        b.buf[done..].to_vec()
+    });
+    rest.unwrap_or_default()
 }
 
 /// The group commit window (see [`Options::commit_window_max`]): after a sync that released
