@@ -289,6 +289,13 @@ redis_run() { # label port pid C name
   echo "  $(tail -n 1 "$out/$name.csv"); server CPU $cpu %" >&2
 }
 
+record_run() { # label C name cpu: a run's OUT/name.json (loadgen's summary shape) into the results
+  local label=$1 c=$2 name=$3 cpu=$4
+  python3 "$here/durable.py" loadgen "$results" "$label" "$c" "$out/$name.json" "$cpu"
+  python3 -c "import json; s = json.load(open('$out/$name.json')); l = s['latency_us']; \
+print(f\"  {s['throughput_rps']:,.0f} req/s, p50 {l['p50']:.0f} µs, p99 {l['p99']:.0f} µs, {s['errors']} errors, server CPU $cpu %\")" >&2
+}
+
 loadgen_run() { # label C name loadgen-action-args... (the server: writes_pid)
   local label=$1 c=$2 name=$3 cpu; shift 3
   log "$label, $c connections"
@@ -298,9 +305,7 @@ loadgen_run() { # label C name loadgen-action-args... (the server: writes_pid)
     --warmup "$warmup" --json "$out/$name.json" > "$out/$name.txt" 2>> "$out/loadgen.err" ||
     { log "loadgen failed (see $out/loadgen.err)"; return 1; }
   cpu=$(cpu_pct "$writes_pid")
-  python3 "$here/durable.py" loadgen "$results" "$label" "$c" "$out/$name.json" "$cpu"
-  python3 -c "import json; s = json.load(open('$out/$name.json')); l = s['latency_us']; \
-print(f\"  {s['throughput_rps']:,.0f} req/s, p50 {l['p50']:.0f} µs, p99 {l['p99']:.0f} µs, {s['errors']} errors, server CPU $cpu %\")" >&2
+  record_run "$label" "$c" "$name" "$cpu"
 }
 
 # wrk: an epoll client, as redis-benchmark is. loadgen's glommio executor arms one io_uring recv
@@ -345,9 +350,7 @@ LUA
     taskset -c "$load_cpu" wrk -t1 -c"$c" -d"$(python3 -c "print(max(1, round($duration_s)))")s" \
     -s "$tmp/wrk.lua" "$url" > "$out/$name.txt" 2>&1 || { log "wrk failed (see $out/$name.txt)"; return 1; }
   cpu=$(cpu_pct "$writes_pid")
-  python3 "$here/durable.py" loadgen "$results" "$label" "$c" "$out/$name.json" "$cpu"
-  python3 -c "import json; s = json.load(open('$out/$name.json')); l = s['latency_us']; \
-print(f\"  {s['throughput_rps']:,.0f} req/s, p50 {l['p50']:.0f} µs, p99 {l['p99']:.0f} µs, {s['errors']} errors, server CPU $cpu %\")" >&2
+  record_run "$label" "$c" "$name" "$cpu"
 }
 
 if want writes; then
