@@ -115,7 +115,7 @@ impl Notify {
         }
     }
 
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
             if self.flag.replace(false) {
                 Poll::Ready(())

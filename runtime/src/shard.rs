@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use pinion_net::server::{Detached, WsSession};
 use pinion_storage::{ActorRecord, Store};
@@ -63,6 +64,10 @@ pub(crate) struct Shard {
     io_poller: RefCell<Option<Box<dyn Fn()>>>,
     /// This shard's inbox.
     mailbox: Mailbox,
+    /// Wakes a cold mailbox task when this shard sends a call, so it turns hot for the reply.
+    mail_expected: Notify,
+    /// When the last message arrived or the last call left (the hot mailbox task's clock).
+    last_mail: Cell<std::time::Instant>,
     /// A `Stop` arrived (through `drain_mailbox`, or the mailbox task).
     stopped: std::cell::Cell<bool>,
     /// How long each wake from the store took, in µs: from the request finding the actor asleep
@@ -76,6 +81,15 @@ pub(crate) type Adopter = Box<dyn Fn(Detached, Box<dyn WsSession>)>;
 
 /// Mailbox messages handled in a row before the mailbox task yields to the shard's other tasks.
 const MAILBOX_BURST_MAX: usize = 256;
+
+/// How often the hot mailbox task dispatches the network driver's completions itself (one
+/// `io_uring_enter`; see [`Shard::run_mailbox`]): the most a connection's bytes wait behind
+/// that polling.
+const NET_SLICE: Duration = Duration::from_micros(20);
+
+/// How long the hot mailbox task polls before it lets the executor run its reactor once: the
+/// most a timer or a file completion waits behind that polling.
+const REACTOR_SLICE: Duration = Duration::from_micros(200);
 
 /// How a resolve request ended, on the owning shard.
 pub(crate) struct Resolved {
@@ -116,6 +130,8 @@ impl Shard {
             heartbeats: realtime::Heartbeats::default(),
             io_poller: RefCell::new(None),
             mailbox,
+            mail_expected: Notify::default(),
+            last_mail: Cell::new(sys::now()),
             stopped: std::cell::Cell::new(false),
             wakes: RefCell::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -269,6 +285,8 @@ impl Shard {
                 call,
             },
         );
+        self.last_mail.set(sys::now());
+        self.mail_expected.notify();
         WaitReply {
             shard: self.clone(),
             token,
@@ -277,47 +295,93 @@ impl Shard {
     }
 
     /// Serves the mailbox until a `Stop` arrives.
+    ///
+    /// Two modes. **Cold**: nothing is expected, so the task waits in the channel and a message
+    /// wakes it through the executor (another shard's wake is queued to glommio's reactor and seen
+    /// at its next pass, which re-arms its timers with `io_uring_enter`: 8–10 µs per wake-up on
+    /// this machine's VMs even while the executor spins, more if it parked). **Hot**: for
+    /// `Config::spin_before_park` after the last message in or call out, the task stays runnable
+    /// and looks at the inbox's flag on every turn of the shard's run queue, so a message is
+    /// handled within one task's turn of its arrival, with no reactor pass in between (a hop
+    /// costs what the channel costs). While hot it dispatches the network driver's completions
+    /// every `NET_SLICE`, and every `REACTOR_SLICE` it sleeps once, so the executor drains its
+    /// queue and runs its reactor (timers, files) as it would without the spin. Zero
+    /// `spin_before_park` keeps it always cold.
     pub(crate) async fn run_mailbox(self: Rc<Self>) {
+        let hot_for = self.config.spin_before_park;
         while !self.stopped.get() {
-            let Some(message) = self.mailbox.recv().await else {
+            let cold = async { self.mailbox.recv().await.map(Some) };
+            let expected = async {
+                self.mail_expected.wait().await;
+                Some(None)
+            };
+            let Some(first) = futures_lite::future::or(cold, expected).await else {
                 return;
             };
-            let mut next = Some(message);
-            let mut handled = 0;
-            // Drain the burst that arrived with this wake-up before parking again, but let the
-            // shard's own connections run between bursts: a flood from other shards must not
-            // starve them (every call is its own task, so work interleaves in arrival order).
-            while let Some(message) = next {
-                handled += 1;
-                if handled % MAILBOX_BURST_MAX == 0 {
+            if let Some(message) = first {
+                self.handle_message(message);
+                self.drain_mailbox_burst();
+            }
+            if hot_for.is_zero() {
+                // Let the shard's own tasks run before the next burst.
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            self.last_mail.set(sys::now());
+            let (mut polled, mut reacted) = (sys::now(), sys::now());
+            while !self.stopped.get() {
+                let now = sys::now();
+                if self.drain_mailbox() > 0 {
+                    self.last_mail.set(now);
+                } else if now.saturating_duration_since(self.last_mail.get()) >= hot_for {
+                    break;
+                }
+                if now.saturating_duration_since(reacted) >= REACTOR_SLICE {
+                    sys::sleep(Duration::from_micros(1)).await;
+                    (polled, reacted) = (sys::now(), sys::now());
+                } else {
+                    if now.saturating_duration_since(polled) >= NET_SLICE {
+                        self.poll_io();
+                        polled = now;
+                    }
                     futures_lite::future::yield_now().await;
                 }
-                self.handle_message(message);
-                if self.stopped.get() {
-                    return;
-                }
-                next = self.mailbox.try_recv();
             }
         }
     }
 
-    /// Handles the mail that arrived, if any, now: called at the shard's hot points (each HTTP
-    /// request, each connection message, each fairness yield). A busy executor polls its
-    /// wake-up eventfd, and so runs the mailbox task, only when its run queue drains, which
-    /// under load delays cross-shard calls and replies by the length of that queue; this check
-    /// costs one relaxed atomic load when there is no mail.
-    pub(crate) fn drain_mailbox(self: &Rc<Self>) {
-        if !self.mailbox.take_waiting() {
-            return;
-        }
-        for _ in 0..MAILBOX_BURST_MAX {
+    /// Handles what is left in the inbox after a wake-up (up to a burst), yielding between
+    /// bursts so a flood from other shards cannot starve this shard's own connections.
+    fn drain_mailbox_burst(self: &Rc<Self>) {
+        for _ in 1..MAILBOX_BURST_MAX {
             let Some(message) = self.mailbox.try_recv() else {
                 return;
             };
             self.handle_message(message);
         }
-        // More than a burst: leave the rest to the mailbox task (and look again next time).
+        // More than a burst: leave the rest for the next look.
         self.mailbox.set_waiting();
+    }
+
+    /// Handles the mail that arrived, if any, now: called at the shard's hot points (each HTTP
+    /// request, each connection message, each fairness yield) and by the mailbox task while it is
+    /// hot. A busy executor polls its wake-up eventfd, and so runs a cold mailbox task, only when
+    /// its run queue drains, which under load delays cross-shard calls and replies by the length
+    /// of that queue; this check costs one relaxed atomic load when there is no mail. Returns the
+    /// number of messages handled.
+    pub(crate) fn drain_mailbox(self: &Rc<Self>) -> usize {
+        if !self.mailbox.take_waiting() {
+            return 0;
+        }
+        for handled in 0..MAILBOX_BURST_MAX {
+            let Some(message) = self.mailbox.try_recv() else {
+                return handled;
+            };
+            self.handle_message(message);
+        }
+        // More than a burst: leave the rest for the next look.
+        self.mailbox.set_waiting();
+        MAILBOX_BURST_MAX
     }
 
     fn handle_message(self: &Rc<Self>, message: Message) {
