@@ -9,11 +9,14 @@
 //! It starts a 2-shard server in-process (one shard per CPU of the affinity mask), registers a
 //! `pinger` actor, and asks a pinger on shard 0 to time `--calls` sequential `ping` calls to a
 //! pinger on shard 0 (same shard: no message) and to one on shard 1 (one message each way).
+//! "idle" makes the calls back to back; "idle-1ms" makes a tenth as many, 1 ms apart, so both
+//! shards have gone quiet before each one (the message then wakes the callee through the
+//! executor's reactor instead of finding its mailbox task hot; see `Shard::run_mailbox`).
 //! "busy-io" and "busy-cpu" repeat that while every shard runs actor work flat out (a `burn`
 //! action making same-shard calls; between batches "io" waits a moment like a request handler
 //! waiting for its socket, "cpu" only yields, so some task is always runnable), so the messages
-//! wait behind real work but nothing else competes for the cores; "http-load" while `--load-connections` threads call `counter.increment` on actors of
-//! both shards over HTTP as fast as they can, which on a 2-core machine means the load threads
+//! wait behind real work but nothing else competes for the cores; "http-load" while
+//! `--load-connections` threads call `counter.increment` on actors of both shards over HTTP as fast as they can, which on a 2-core machine means the load threads
 //! share the cores with the shards (the OS scheduler then dominates; the output says so).
 
 use std::io::{Read, Write};
@@ -91,20 +94,26 @@ impl Actor for Pinger {
     fn actions(actions: &mut Actions<Self>) {
         actions
             .action("ping", |_, ()| Ok(1u8))
-            .action_async("measure", |c, (other, n): (String, u32)| async move {
-                let target = c.client().get_or_create("pinger", [other.as_str()]);
-                // Create the target (and warm the path) before timing.
-                for _ in 0..100 {
-                    target.call::<u8>("ping", ()).await?;
-                }
-                let mut histogram = Histogram::<u64>::new(3).expect("histogram");
-                for _ in 0..n {
-                    let started = sys::now();
-                    target.call::<u8>("ping", ()).await?;
-                    let _ = histogram.record(started.elapsed().as_nanos() as u64);
-                }
-                Ok(percentiles(&histogram))
-            })
+            .action_async(
+                "measure",
+                |c, (other, n, gap_us): (String, u32, u64)| async move {
+                    let target = c.client().get_or_create("pinger", [other.as_str()]);
+                    // Create the target (and warm the path) before timing.
+                    for _ in 0..100 {
+                        target.call::<u8>("ping", ()).await?;
+                    }
+                    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+                    for _ in 0..n {
+                        if gap_us > 0 {
+                            sys::sleep(Duration::from_micros(gap_us)).await;
+                        }
+                        let started = sys::now();
+                        target.call::<u8>("ping", ()).await?;
+                        let _ = histogram.record(started.elapsed().as_nanos() as u64);
+                    }
+                    Ok(percentiles(&histogram))
+                },
+            )
             .action_async(
                 "burn",
                 |c, (ms, target, io): (u64, String, bool)| async move {
@@ -255,18 +264,22 @@ fn main() {
     let other = key_on(1, shards, "other");
     let mut http = Http::connect(addr);
     let caller_id = http.resolve("pinger", &caller);
-    let measure = |label: &str, http: &mut Http| {
+    let measure_spaced = |label: &str, http: &mut Http, calls: u32, gap_us: u64| {
         for (kind, target) in [("same-shard", &same), ("cross-shard", &other)] {
             let out = http.call(
                 &caller_id,
                 "measure",
-                &format!(r#"["{target}",{}]"#, args.calls),
+                &format!(r#"["{target}",{calls},{gap_us}]"#),
             );
             println!("{label:<11} {kind:<12} {out}");
         }
     };
+    let measure = |label: &str, http: &mut Http| measure_spaced(label, http, args.calls, 0);
     println!("server: {shards} shards in-process; calls timed inside the calling action");
     measure("idle", &mut http);
+    // Calls far apart: both shards have gone quiet (parked, or spinning in glommio) before each
+    // call, so the message wakes the callee through the executor, and the reply the caller.
+    measure_spaced("idle-1ms", &mut http, args.calls / 10, 1000);
 
     // Busy shards: every shard runs actor work (same-shard calls) flat out meanwhile, so a
     // message to it waits behind that work; nothing else competes for the cores.
