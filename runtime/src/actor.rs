@@ -88,7 +88,7 @@
 //! or a panic becomes `internal/internal_error` for the client with no detail, is logged, and the
 //! shard keeps serving.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
 use std::fmt;
@@ -742,10 +742,108 @@ pub(crate) enum Failure {
     Stopping,
 }
 
-type SyncHandler<A> =
-    Box<dyn Fn(&Rc<ActorCell<A>>, ConnKey, &ArgList<'_>, &mut Vec<u8>) -> Result<Output, Failure>>;
+type SyncHandler<A> = Box<
+    dyn Fn(&Rc<ActorCell<A>>, ConnKey, &CallArgs<'_, '_>, &mut Vec<u8>) -> Result<Output, Failure>,
+>;
 type AsyncHandler<A> =
-    Box<dyn Fn(&Rc<ActorCell<A>>, ConnKey, &ArgList<'_>) -> Result<Running, Failure>>;
+    Box<dyn Fn(&Rc<ActorCell<A>>, ConnKey, &CallArgs<'_, '_>) -> Result<Running, Failure>>;
+
+/// An action's arguments as the handler receives them: the decoded JSON list, and for a
+/// same-shard call with owned arguments ([`crate::ActorHandle::call_owned`]) the values
+/// themselves.
+pub(crate) struct CallArgs<'l, 'a> {
+    pub(crate) list: &'l ArgList<'a>,
+    pub(crate) typed: Option<&'l Typed>,
+}
+
+impl<'l, 'a> CallArgs<'l, 'a> {
+    pub(crate) fn json(list: &'l ArgList<'a>) -> CallArgs<'l, 'a> {
+        CallArgs { list, typed: None }
+    }
+
+    /// The arguments as `Args`: moved out of the typed call when it carries exactly that type,
+    /// decoded from the list otherwise.
+    fn take<Args: FromArgs>(&self) -> Result<Args, Failure> {
+        match self.typed.and_then(Typed::take_args::<Args>) {
+            Some(args) => Ok(args),
+            None => Args::from_args(self.list).map_err(Failure::BadArgs),
+        }
+    }
+
+    /// Where an output of type `R` goes unencoded: the typed call's slot if its caller wants
+    /// exactly `R` (and the actor type does not rewrite outputs).
+    fn slot<A: Actor, R: 'static>(&self) -> Option<OutputSlot> {
+        if A::TRANSFORMS_OUTPUT {
+            return None;
+        }
+        self.typed
+            .filter(|typed| typed.output == TypeId::of::<R>())
+            .map(|typed| typed.slot.clone())
+    }
+}
+
+/// Where a typed call's output lands (see [`Typed`]).
+pub(crate) type OutputSlot = Rc<RefCell<Option<Box<dyn Any>>>>;
+
+/// A same-shard call's owned arguments and the output type its caller wants: handed to the
+/// action without being encoded, and its output handed back the same way, when the action was
+/// registered with exactly those types. Otherwise the arguments are encoded and the output
+/// decoded, as for any call.
+pub(crate) struct Typed {
+    args: Cell<Option<Box<dyn Any>>>,
+    args_type: TypeId,
+    encode: fn(&dyn Any, &mut Vec<u8>) -> Result<(), value::Error>,
+    output: TypeId,
+    pub(crate) slot: OutputSlot,
+}
+
+impl Typed {
+    pub(crate) fn new<Args: Serialize + 'static, R: 'static>(args: Args) -> Typed {
+        fn encode<Args: Serialize + 'static>(
+            args: &dyn Any,
+            out: &mut Vec<u8>,
+        ) -> Result<(), value::Error> {
+            let args = args
+                .downcast_ref::<Args>()
+                .expect("a typed call encodes its own arguments");
+            out.extend_from_slice(b"{\"args\":");
+            value::write_args(out, args)?;
+            out.push(b'}');
+            Ok(())
+        }
+        Typed {
+            args: Cell::new(Some(Box::new(args))),
+            args_type: TypeId::of::<Args>(),
+            encode: encode::<Args>,
+            output: TypeId::of::<R>(),
+            slot: Rc::new(RefCell::new(None)),
+        }
+    }
+
+    pub(crate) fn args_type(&self) -> TypeId {
+        self.args_type
+    }
+
+    /// Writes the arguments as an action body (`{"args":[...]}`), for an action whose
+    /// parameter types differ from them.
+    pub(crate) fn encode_args(&self, out: &mut Vec<u8>) -> Result<(), value::Error> {
+        let args = self.args.take().expect("the arguments are still here");
+        let result = (self.encode)(&*args, out);
+        self.args.set(Some(args));
+        result
+    }
+
+    fn take_args<Args: 'static>(&self) -> Option<Args> {
+        let args = self.args.take()?;
+        match args.downcast::<Args>() {
+            Ok(args) => Some(*args),
+            Err(args) => {
+                self.args.set(Some(args));
+                None
+            }
+        }
+    }
+}
 
 enum Handler<A: Actor> {
     Sync(SyncHandler<A>),
@@ -755,6 +853,8 @@ enum Handler<A: Actor> {
 /// The action table of an actor type, filled by [`Actor::actions`].
 pub struct Actions<A: Actor> {
     handlers: HashMap<&'static str, Handler<A>>,
+    /// The parameter type of each action, for typed same-shard calls.
+    arg_types: HashMap<&'static str, TypeId>,
 }
 
 impl<A: Actor> Actions<A> {
@@ -766,21 +866,27 @@ impl<A: Actor> Actions<A> {
         R: Serialize + 'static,
         F: Fn(&mut ActionCtx<'_, A>, Args) -> ActionResult<R> + 'static,
     {
-        let handler =
-            move |cell: &Rc<ActorCell<A>>, conn: ConnKey, args: &ArgList<'_>, out: &mut Vec<u8>| {
-                let arg_values = transform_args::<A>(args)?;
-                let args = Args::from_args(args).map_err(Failure::BadArgs)?;
-                with_ctx(cell, conn, |ctx| {
-                    let result = f(ctx, args).map_err(Failure::Action)?;
-                    if A::TRANSFORMS_OUTPUT {
-                        encode(&transform(ctx, name, &arg_values, &result)?, out)
-                    } else {
-                        encode(&result, out)
-                    }
-                })
-                .map_err(Failure::Action)?
-            };
-        self.insert(name, Handler::Sync(Box::new(handler)))
+        let handler = move |cell: &Rc<ActorCell<A>>,
+                            conn: ConnKey,
+                            args: &CallArgs<'_, '_>,
+                            out: &mut Vec<u8>| {
+            let arg_values = transform_args::<A>(args.list)?;
+            let slot = args.slot::<A, R>();
+            let args = args.take::<Args>()?;
+            with_ctx(cell, conn, |ctx| {
+                let result = f(ctx, args).map_err(Failure::Action)?;
+                if A::TRANSFORMS_OUTPUT {
+                    encode(&transform(ctx, name, &arg_values, &result)?, out)
+                } else if let Some(slot) = slot {
+                    *slot.borrow_mut() = Some(Box::new(result));
+                    Ok(Output::Undefined)
+                } else {
+                    encode(&result, out)
+                }
+            })
+            .map_err(Failure::Action)?
+        };
+        self.insert(name, TypeId::of::<Args>(), Handler::Sync(Box::new(handler)))
     }
 
     /// Registers an asynchronous action. While it awaits, other actions of the same actor run.
@@ -792,9 +898,10 @@ impl<A: Actor> Actions<A> {
         Fut: Future<Output = ActionResult<R>> + 'static,
     {
         let f = Rc::new(f);
-        let handler = move |cell: &Rc<ActorCell<A>>, conn: ConnKey, args: &ArgList<'_>| {
-            let arg_values = transform_args::<A>(args)?;
-            let args = Args::from_args(args).map_err(Failure::BadArgs)?;
+        let handler = move |cell: &Rc<ActorCell<A>>, conn: ConnKey, args: &CallArgs<'_, '_>| {
+            let arg_values = transform_args::<A>(args.list)?;
+            let slot = args.slot::<A, R>();
+            let args = args.take::<Args>()?;
             let ctx = Ctx {
                 cell: cell.clone(),
                 conn,
@@ -814,17 +921,28 @@ impl<A: Actor> Actions<A> {
                                 .map_err(Failure::Action)??;
                         encode_owned(&output)
                     }
-                    Ok(Ok(value)) => encode_owned(&value),
+                    Ok(Ok(value)) => match slot {
+                        Some(slot) => {
+                            *slot.borrow_mut() = Some(Box::new(value));
+                            Ok(None)
+                        }
+                        None => encode_owned(&value),
+                    },
                     Ok(Err(error)) => Err(Failure::Action(error)),
                     Err(panic) => Err(Failure::Action(panicked(panic))),
                 }
             });
             Ok(future)
         };
-        self.insert(name, Handler::Async(Box::new(handler)))
+        self.insert(
+            name,
+            TypeId::of::<Args>(),
+            Handler::Async(Box::new(handler)),
+        )
     }
 
-    fn insert(&mut self, name: &'static str, handler: Handler<A>) -> &mut Self {
+    fn insert(&mut self, name: &'static str, args: TypeId, handler: Handler<A>) -> &mut Self {
+        self.arg_types.insert(name, args);
         let previous = self.handlers.insert(name, handler);
         assert!(
             previous.is_none(),
@@ -1133,10 +1251,13 @@ pub(crate) trait ActorObject {
     fn start(
         self: Rc<Self>,
         name: &str,
-        args: &ArgList<'_>,
+        args: &CallArgs<'_, '_>,
         out: &mut Vec<u8>,
         conn: ConnKey,
     ) -> Started;
+    /// The parameter type of action `name`, when a typed call may hand it its arguments
+    /// unencoded (not for actor types that rewrite outputs from the arguments' values).
+    fn arg_type(&self, name: &str) -> Option<TypeId>;
     /// Runs the raw HTTP handler; `None` if the actor has none.
     fn request(
         self: Rc<Self>,
@@ -1248,10 +1369,17 @@ impl<A: Actor> ActorObject for ActorCell<A> {
             .unwrap_or_else(|panic| Some(Err(panicked(panic))))
     }
 
+    fn arg_type(&self, name: &str) -> Option<TypeId> {
+        if A::TRANSFORMS_OUTPUT {
+            return None;
+        }
+        self.actions.arg_types.get(name).copied()
+    }
+
     fn start(
         self: Rc<Self>,
         name: &str,
-        args: &ArgList<'_>,
+        args: &CallArgs<'_, '_>,
         out: &mut Vec<u8>,
         conn: ConnKey,
     ) -> Started {
@@ -1343,6 +1471,7 @@ impl<A: Actor> TypeOf<A> {
     pub(crate) fn build() -> Rc<dyn ActorType> {
         let mut actions = Actions {
             handlers: HashMap::new(),
+            arg_types: HashMap::new(),
         };
         A::actions(&mut actions);
         tracing::debug!(actor = A::NAME, actions = ?actions.names().collect::<Vec<_>>(), "registered");

@@ -14,6 +14,9 @@
 //! ephemeral connection (so the callee's connect hooks run, as for any RivetKit client), and the
 //! answer is the output or the error. When the owner is this shard the call runs right here,
 //! with no message; otherwise it is one [`Forwarded::Call`] to the owner and one reply back.
+//! [`ActorHandle::call_owned`] skips the JSON on the same shard: owned arguments of exactly the
+//! action's parameter type are moved into it, and an output of exactly the requested type is
+//! moved back.
 //!
 //! Errors: a [`UserError`] of the callee comes back as a [`CallError`] with group `user` and its
 //! code, message and metadata, and `?` turns it into the same `UserError` for the caller's own
@@ -35,10 +38,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::actor::{ActionError, UserError};
+use crate::actor::{ActionError, Typed, UserError};
 use crate::key;
 use crate::placement::ActorId;
-use crate::protocol::{self, Forwarded, Reply, RivetError};
+use crate::protocol::{self, Forwarded, Input, Reply, RivetError};
 use crate::shard::{Create, Shard};
 use crate::sys;
 use crate::value::{self, Value};
@@ -194,7 +197,7 @@ impl ActorHandle {
         let timeout = shard.config.limits.action_timeout;
         let call = async {
             if owner == shard.index {
-                run(&shard, target, action, body).await
+                run(&shard, target, action, Input::Json(&mut body)).await
             } else {
                 let call = Forwarded::Call {
                     target,
@@ -207,6 +210,37 @@ impl ActorHandle {
         let reply = sys::timeout(timeout, call).await;
         decode(reply.unwrap_or_else(|| Reply::error(&RivetError::timed_out())))
     }
+
+    /// [`ActorHandle::call`] with owned arguments. When the target lives on this shard and its
+    /// action was registered with exactly the type of `args`, the values are moved into the
+    /// action without being encoded, and if the action's output type is exactly `R` it is moved
+    /// back the same way: no JSON, no copy. Otherwise (other types, another shard, an actor type
+    /// that rewrites outputs) it is the same call as [`ActorHandle::call`]. Either way the callee
+    /// sees the same thing: the same hooks, connection, limits, deadline and output gate.
+    pub async fn call_owned<R, Args>(&self, action: &str, args: Args) -> Result<R, CallError>
+    where
+        R: DeserializeOwned + 'static,
+        Args: Serialize + 'static,
+    {
+        let shard = self.client.shard.upgrade().ok_or_else(CallError::stopped)?;
+        if self.target.id().shard(shard.shard_count()) != shard.index {
+            return self.call(action, args).await;
+        }
+        let typed = Typed::new::<Args, R>(args);
+        let call = run(&shard, self.target.clone(), action, Input::Typed(&typed));
+        let reply = sys::timeout(shard.config.limits.action_timeout, call)
+            .await
+            .unwrap_or_else(|| Reply::error(&RivetError::timed_out()));
+        if reply.status == 200
+            && let Some(output) = typed.slot.borrow_mut().take()
+        {
+            let output = output
+                .downcast::<R>()
+                .expect("an action fills the slot only with the type the caller asked for");
+            return Ok(*output);
+        }
+        decode(reply)
+    }
 }
 
 /// Runs a call on the owning shard: resolves the target, then runs the action as a stateless
@@ -215,7 +249,7 @@ pub(crate) async fn run(
     shard: &Rc<Shard>,
     target: CallTarget,
     action: &str,
-    mut body: Vec<u8>,
+    input: Input<'_>,
 ) -> Reply {
     let id = match target {
         CallTarget::Key {
@@ -242,7 +276,7 @@ pub(crate) async fn run(
         return Reply::ok_empty();
     }
     let mut reply = Reply::error(&RivetError::internal());
-    protocol::run_action(shard, id, action, &mut body, Value::Null, &mut reply).await;
+    protocol::run_action(shard, id, action, input, Value::Null, &mut reply).await;
     reply
 }
 

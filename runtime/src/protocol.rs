@@ -14,7 +14,9 @@ use pinion_net::server::{Accepted, Handler};
 use pinion_net::ws::Protocols;
 use serde::Deserialize;
 
-use crate::actor::{ActionError, ActorObject, Failure, Output, RawRequest, RawResponse, Started};
+use crate::actor::{
+    ActionError, ActorObject, CallArgs, Failure, Output, RawRequest, RawResponse, Started, Typed,
+};
 use crate::client::{self, CallTarget};
 use crate::conn::ConnKey;
 use crate::key;
@@ -24,7 +26,7 @@ use crate::realtime::{self, WsKind, WsRequest};
 use crate::registry::Registry;
 use crate::shard::{Create, Shard};
 use crate::sys;
-use crate::value::{self, Value, write_json_str};
+use crate::value::{self, ArgList, Value, write_json_str};
 
 const JSON_HEADERS: &[(&str, &[u8])] = &[
     ("content-type", b"application/json"),
@@ -381,12 +383,12 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
             name,
             mut body,
             params,
-        } => action(shard, id, &name, &mut body, params, &mut reply).await,
+        } => action(shard, id, &name, Input::Json(&mut body), params, &mut reply).await,
         Forwarded::Call {
             target,
             action,
-            body,
-        } => return client::run(shard, target, &action, body).await,
+            mut body,
+        } => return client::run(shard, target, &action, Input::Json(&mut body)).await,
         Forwarded::Raw {
             id,
             request,
@@ -780,7 +782,7 @@ impl Gateway {
         }
         let owner = id.shard(shard.shard_count());
         if owner == shard.index {
-            action(shard, id, &action_name, body, params, res).await;
+            action(shard, id, &action_name, Input::Json(body), params, res).await;
         } else {
             let call = Forwarded::Action {
                 id,
@@ -939,19 +941,28 @@ pub(crate) async fn run_action(
     shard: &Rc<Shard>,
     id: ActorId,
     name: &str,
-    body: &mut [u8],
+    input: Input<'_>,
     params: Value,
     sink: &mut Reply,
 ) {
-    action(shard, id, name, body, params, sink).await
+    action(shard, id, name, input, params, sink).await
 }
 
-/// Runs action `name` of actor `id` on the owning shard and writes `{"output": ...}` or the error.
+/// An action call's arguments as they arrive.
+pub(crate) enum Input<'b> {
+    /// A `{"args":[...]}` body (parsed in place).
+    Json(&'b mut [u8]),
+    /// A same-shard call's own values (see [`Typed`]).
+    Typed(&'b Typed),
+}
+
+/// Runs action `name` of actor `id` on the owning shard and writes `{"output": ...}` or the error
+/// (a typed call's output, when it takes the typed path, goes to its slot and `{}` is written).
 async fn action(
     shard: &Rc<Shard>,
     id: ActorId,
     name: &str,
-    body: &mut [u8],
+    input: Input<'_>,
     params: Value,
     sink: &mut dyn Sink,
 ) {
@@ -963,14 +974,29 @@ async fn action(
             Err(error) => return sink.error(&error),
         },
     };
-    let args = match value::parse_action_body(body) {
-        Ok(args) => args,
+    // A typed call whose values are not the action's parameter types is encoded here and goes
+    // on as any call (its output can still come back unencoded).
+    let mut encoded = Vec::new();
+    let empty = ArgList::empty();
+    let parsed = match input {
+        Input::Json(body) => value::parse_action_body(body).map(|list| (list, None)),
+        Input::Typed(typed) if actor.arg_type(name) == Some(typed.args_type()) => {
+            Ok((empty, Some(typed)))
+        }
+        Input::Typed(typed) => typed
+            .encode_args(&mut encoded)
+            .and_then(|()| value::parse_action_body(&mut encoded))
+            .map(|list| (list, Some(typed))),
+    };
+    let (list, typed) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => {
             return sink.error(&RivetError::invalid(format!(
                 "Invalid action request body: {error}"
             )));
         }
     };
+    let args = CallArgs { list: &list, typed };
     let limit = shard.config.limits.action_output_bytes_max;
     if actor
         .life()
@@ -1124,7 +1150,7 @@ pub(crate) async fn run_scheduled(
         scratch.clear();
         actor
             .clone()
-            .start(name, &args, &mut scratch, ConnKey::NONE)
+            .start(name, &CallArgs::json(&args), &mut scratch, ConnKey::NONE)
     };
     let result = match started {
         Started::Done(result) => result.map(|_| ()),

@@ -32,7 +32,7 @@ use std::time::Duration;
 use pinion_net::server::{WsClose, WsMessage, WsSender, WsSession};
 use pinion_net::ws::CLOSE_MESSAGE_TOO_BIG;
 
-use crate::actor::{ActorObject, Output, RawRequest, Started};
+use crate::actor::{ActorObject, CallArgs, Output, RawRequest, Started};
 use crate::conn::ConnKey;
 use crate::placement::ActorId;
 use crate::protocol::{self, Pending, RivetError, failure_error, log_internal};
@@ -383,7 +383,11 @@ impl RivetSession {
         let running = {
             let mut scratch = self.shard.scratch.borrow_mut();
             scratch.clear();
-            match self.actor.clone().start(name, args, &mut scratch, conn) {
+            match self
+                .actor
+                .clone()
+                .start(name, &CallArgs::json(args), &mut scratch, conn)
+            {
                 Started::Done(result) => {
                     let frame = &mut self.frame;
                     frame.clear();

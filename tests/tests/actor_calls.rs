@@ -1,6 +1,7 @@
 //! Actor-to-actor calls over real sockets, with 1 and 2 shards: the coordinator/worker pair,
 //! call cycles across shards, errors crossing shards, overload and deadlines.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -125,13 +126,100 @@ impl Actor for Ring {
     }
 }
 
+/// An argument and output type that counts its encodings and decodings, to tell a typed call
+/// (values moved, never encoded) from an encoded one. It is a JSON number on the wire.
+#[derive(Debug, PartialEq)]
+struct Probe(u64);
+
+static PROBE_ENCODED: AtomicUsize = AtomicUsize::new(0);
+static PROBE_DECODED: AtomicUsize = AtomicUsize::new(0);
+
+impl serde::Serialize for Probe {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PROBE_ENCODED.fetch_add(1, Ordering::SeqCst);
+        serializer.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Probe, D::Error> {
+        PROBE_DECODED.fetch_add(1, Ordering::SeqCst);
+        u64::deserialize(deserializer).map(Probe)
+    }
+}
+
+fn probe_counts() -> (usize, usize) {
+    (
+        PROBE_ENCODED.load(Ordering::SeqCst),
+        PROBE_DECODED.load(Ordering::SeqCst),
+    )
+}
+
+/// Calls another `typed` actor with owned arguments (`call_owned`), in the four combinations of
+/// matching and mismatching argument and output types.
+struct TypedCalls;
+
+impl Actor for TypedCalls {
+    const NAME: &'static str = "typed";
+    type State = ();
+    type Vars = ();
+    type ConnState = ();
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<()> {
+        Ok(())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &()) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action("double", |_, (p,): (Probe,)| Ok(Probe(p.0 * 2)))
+            .action_async("doubleLater", |_, (p,): (Probe,)| async move {
+                sys::sleep(Duration::from_millis(1)).await;
+                Ok(Probe(p.0 * 2))
+            })
+            .action("refuse", |_, (p,): (Probe,)| -> ActionResult<Probe> {
+                Err(UserError::new("refused")
+                    .code("typed_refusal")
+                    .metadata(json!({"n": p.0}))
+                    .into())
+            })
+            .action_async(
+                "call",
+                |c, (other, action, n, how): (String, String, u64, String)| async move {
+                    let target = c.client().get_or_create("typed", [other.as_str()]);
+                    let result = match how.as_str() {
+                        "typed" => target
+                            .call_owned::<Probe, _>(&action, (Probe(n),))
+                            .await
+                            .map(|p| p.0),
+                        "u64-out" => target.call_owned::<u64, _>(&action, (Probe(n),)).await,
+                        "u64-in" => target
+                            .call_owned::<Probe, _>(&action, (n,))
+                            .await
+                            .map(|p| p.0),
+                        _ => target.call::<u64>(&action, (Probe(n),)).await,
+                    };
+                    Ok(match result {
+                        Ok(n) => json!({"ok": n}),
+                        Err(error) => {
+                            json!({"group": error.group, "code": error.code, "metadata": error.metadata})
+                        }
+                    })
+                },
+            );
+    }
+}
+
 fn start(shards: usize, config: impl FnOnce(&mut Config)) -> Server {
     let mut cfg = Config {
         shards: Some(shards),
         ..test_config()
     };
     config(&mut cfg);
-    let registry = pinion_demo::registry().register::<Ring>();
+    let registry = pinion_demo::registry()
+        .register::<Ring>()
+        .register::<TypedCalls>();
     Server::start(registry, cfg).unwrap()
 }
 
@@ -340,4 +428,68 @@ fn create_makes_the_actor_at_once() {
         );
         server.stop().unwrap();
     }
+}
+
+#[test]
+fn owned_calls_move_values_on_the_same_shard_and_encode_them_elsewhere() {
+    let server = start(2, |_| {});
+    let mut rivet = Rivet::connect(server.local_addr());
+    let caller = "typed-caller";
+    let same = (0..)
+        .map(|i| format!("typed-same-{i}"))
+        .find(|k| shard_of("typed", k, 2) == shard_of("typed", caller, 2))
+        .unwrap();
+    let other = (0..)
+        .map(|i| format!("typed-other-{i}"))
+        .find(|k| shard_of("typed", k, 2) != shard_of("typed", caller, 2))
+        .unwrap();
+    let id = rivet.get_or_create("typed", caller);
+    let mut call = |target: &str, action: &str, n: u64, how: &str| {
+        let before = probe_counts();
+        let reply = rivet.call(&id, "call", json!([target, action, n, how]));
+        let after = probe_counts();
+        (reply, after.0 - before.0, after.1 - before.1)
+    };
+    // Warm up: create both targets.
+    call(&same, "double", 0, "typed");
+    call(&other, "double", 0, "typed");
+
+    // Same shard, exact types: the values are moved, never encoded or decoded, for synchronous
+    // and asynchronous actions alike.
+    for action in ["double", "doubleLater"] {
+        assert_eq!(
+            call(&same, action, 21, "typed"),
+            (json!({"ok": 42}), 0, 0),
+            "{action}"
+        );
+    }
+    // Another shard: the same call, encoded (arguments once, output once, and decoded on
+    // each side).
+    let (reply, encoded, decoded) = call(&other, "double", 21, "typed");
+    assert_eq!(reply, json!({"ok": 42}));
+    assert_eq!((encoded, decoded), (2, 2));
+    // Same shard, output type differs: the arguments are moved, the output is encoded.
+    assert_eq!(
+        call(&same, "double", 5, "u64-out"),
+        (json!({"ok": 10}), 1, 0)
+    );
+    // Same shard, argument types differ: encoded and decoded; the output is still moved.
+    assert_eq!(
+        call(&same, "double", 5, "u64-in"),
+        (json!({"ok": 10}), 0, 1)
+    );
+    // `call` always encodes.
+    let (reply, encoded, decoded) = call(&same, "double", 4, "json");
+    assert_eq!(reply, json!({"ok": 8}));
+    assert_eq!((encoded, decoded), (2, 1));
+    // A callee's UserError comes back with its code and metadata on the typed path too.
+    assert_eq!(
+        call(&same, "refuse", 3, "typed").0,
+        json!({"group": "user", "code": "typed_refusal", "metadata": {"n": 3}})
+    );
+    assert_eq!(
+        call(&same, "noSuchAction", 3, "typed").0,
+        json!({"group": "action", "code": "not_found", "metadata": null})
+    );
+    server.stop().unwrap();
 }

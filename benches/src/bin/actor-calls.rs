@@ -8,7 +8,9 @@
 //!
 //! It starts a 2-shard server in-process (one shard per CPU of the affinity mask), registers a
 //! `pinger` actor, and asks a pinger on shard 0 to time `--calls` sequential `ping` calls to a
-//! pinger on shard 0 (same shard: no message) and to one on shard 1 (one message each way).
+//! pinger on shard 0 (same shard: no message) and to one on shard 1 (one message each way);
+//! "same-owned" is the same-shard call made with `call_owned`, whose arguments and output are
+//! moved instead of encoded as JSON.
 //! "idle" makes the calls back to back; "idle-1ms" makes a tenth as many, 1 ms apart, so both
 //! shards have gone quiet before each one (the message then wakes the callee through the
 //! executor's reactor instead of finding its mailbox task hot; see `Shard::run_mailbox`).
@@ -96,7 +98,7 @@ impl Actor for Pinger {
             .action("ping", |_, ()| Ok(1u8))
             .action_async(
                 "measure",
-                |c, (other, n, gap_us): (String, u32, u64)| async move {
+                |c, (other, n, gap_us, owned): (String, u32, u64, bool)| async move {
                     let target = c.client().get_or_create("pinger", [other.as_str()]);
                     // Create the target (and warm the path) before timing.
                     for _ in 0..100 {
@@ -108,7 +110,11 @@ impl Actor for Pinger {
                             sys::sleep(Duration::from_micros(gap_us)).await;
                         }
                         let started = sys::now();
-                        target.call::<u8>("ping", ()).await?;
+                        if owned {
+                            target.call_owned::<u8, _>("ping", ()).await?;
+                        } else {
+                            target.call::<u8>("ping", ()).await?;
+                        }
                         let _ = histogram.record(started.elapsed().as_nanos() as u64);
                     }
                     Ok(percentiles(&histogram))
@@ -265,11 +271,15 @@ fn main() {
     let mut http = Http::connect(addr);
     let caller_id = http.resolve("pinger", &caller);
     let measure_spaced = |label: &str, http: &mut Http, calls: u32, gap_us: u64| {
-        for (kind, target) in [("same-shard", &same), ("cross-shard", &other)] {
+        for (kind, target, owned) in [
+            ("same-shard", &same, false),
+            ("same-owned", &same, true),
+            ("cross-shard", &other, false),
+        ] {
             let out = http.call(
                 &caller_id,
                 "measure",
-                &format!(r#"["{target}",{calls},{gap_us}]"#),
+                &format!(r#"["{target}",{calls},{gap_us},{owned}]"#),
             );
             println!("{label:<11} {kind:<12} {out}");
         }

@@ -114,6 +114,16 @@ pub struct ArgList<'a> {
 ///
 /// simd-json unescapes strings inside `buf`, so afterwards `buf` no longer holds
 /// the original body; the returned list borrows it.
+impl ArgList<'_> {
+    /// No arguments (a typed call's, whose values travel beside the list).
+    pub(crate) fn empty() -> ArgList<'static> {
+        ArgList {
+            tape: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
 pub fn parse_action_body(buf: &mut [u8]) -> Result<ArgList<'_>, Error> {
     let tape = parse_tape(buf)?;
     let Some(&Node::Object { len, .. }) = tape.first() else {
