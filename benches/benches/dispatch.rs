@@ -19,6 +19,8 @@
 //!   the output and decoding it for the caller, with the call's deadline timer. Timed inside the
 //!   calling action (`iter_custom`: one HTTP request starts a batch of N calls and returns
 //!   the elapsed time), so neither HTTP nor the client is in the measured path.
+//! * `actor_call/same_shard_owned` — the same call through `call_owned`: the `(i64,)` arguments
+//!   and the `i64` output are moved, not encoded and decoded.
 //!
 //! The server uses the default `Config` (our io_uring socket driver, `spin_before_park` 100 µs,
 //! so a shard that gets the next request within 100 µs has not parked).
@@ -74,16 +76,23 @@ impl Actor for Bench {
                 *c.state += n;
                 Ok(*c.state)
             })
-            .action_async("call_local", |c, (key, n): (String, u64)| async move {
-                let target = c.client().get_or_create("bench", [key.as_str()]);
-                // Creates the target before the clock starts.
-                target.call::<i64>("increment", (1,)).await?;
-                let started = sys::now();
-                for _ in 0..n {
+            .action_async(
+                "call_local",
+                |c, (key, n, owned): (String, u64, bool)| async move {
+                    let target = c.client().get_or_create("bench", [key.as_str()]);
+                    // Creates the target before the clock starts.
                     target.call::<i64>("increment", (1,)).await?;
-                }
-                Ok(started.elapsed().as_nanos() as u64)
-            });
+                    let started = sys::now();
+                    for _ in 0..n {
+                        if owned {
+                            target.call_owned::<i64, _>("increment", (1i64,)).await?;
+                        } else {
+                            target.call::<i64>("increment", (1,)).await?;
+                        }
+                    }
+                    Ok(started.elapsed().as_nanos() as u64)
+                },
+            );
     }
 }
 
@@ -258,19 +267,25 @@ fn dispatch(c: &mut Criterion) {
     client.set_busy_poll(false);
 
     let caller = client.resolve("caller");
-    let mut first = true;
-    group.bench_function("actor_call/same_shard", |b| {
-        let mut batch = |n: u64| {
-            let ns = client.call_u64(&caller, "call_local", &format!(r#"["local-target",{n}]"#));
-            Duration::from_nanos(ns)
-        };
-        if std::mem::take(&mut first) {
-            report_allocations("dispatch/actor_call/same_shard", 1, 10_000, || {
-                batch(10_000)
-            });
-        }
-        b.iter_custom(batch)
-    });
+    for (name, owned) in [("same_shard", false), ("same_shard_owned", true)] {
+        let mut first = true;
+        group.bench_function(format!("actor_call/{name}"), |b| {
+            let mut batch = |n: u64| {
+                let ns = client.call_u64(
+                    &caller,
+                    "call_local",
+                    &format!(r#"["local-target",{n},{owned}]"#),
+                );
+                Duration::from_nanos(ns)
+            };
+            if std::mem::take(&mut first) {
+                report_allocations(&format!("dispatch/actor_call/{name}"), 1, 10_000, || {
+                    batch(10_000)
+                });
+            }
+            b.iter_custom(batch)
+        });
+    }
     group.finish();
     drop(client);
     server.stop().expect("server stops");

@@ -106,11 +106,13 @@ impl Client {
         create: Create,
         input: Option<Value>,
     ) -> ActorHandle {
+        let key = key.into_parts();
         ActorHandle {
             client: self.clone(),
             target: CallTarget::Key {
+                id: ActorId::derive(name, &key::serialize(&key)),
                 name: name.to_string(),
-                key: key.into_parts(),
+                key,
                 create,
                 input,
             },
@@ -146,6 +148,8 @@ impl KeyParts for Vec<String> {
 #[derive(Clone, Debug)]
 pub(crate) enum CallTarget {
     Key {
+        /// Derived from `name` and `key` once, when the handle is made.
+        id: ActorId,
         name: String,
         key: Vec<String>,
         create: Create,
@@ -160,8 +164,7 @@ pub(crate) enum CallTarget {
 impl CallTarget {
     fn id(&self) -> ActorId {
         match self {
-            CallTarget::Key { name, key, .. } => ActorId::derive(name, &key::serialize(key)),
-            CallTarget::Id { id, .. } => *id,
+            CallTarget::Key { id, .. } | CallTarget::Id { id, .. } => *id,
         }
     }
 }
@@ -192,15 +195,14 @@ impl ActorHandle {
             CallError::internal(format!("the arguments do not serialize: {error}"))
         })?;
         body.push(b'}');
-        let target = self.target.clone();
-        let owner = target.id().shard(shard.shard_count());
+        let owner = self.target.id().shard(shard.shard_count());
         let timeout = shard.config.limits.action_timeout;
         let call = async {
             if owner == shard.index {
-                run(&shard, target, action, Input::Json(&mut body)).await
+                run(&shard, &self.target, action, Input::Json(&mut body)).await
             } else {
                 let call = Forwarded::Call {
-                    target,
+                    target: self.target.clone(),
                     action: action.to_string(),
                     body,
                 };
@@ -227,7 +229,7 @@ impl ActorHandle {
             return self.call(action, args).await;
         }
         let typed = Typed::new::<Args, R>(args);
-        let call = run(&shard, self.target.clone(), action, Input::Typed(&typed));
+        let call = run(&shard, &self.target, action, Input::Typed(&typed));
         let reply = sys::timeout(shard.config.limits.action_timeout, call)
             .await
             .unwrap_or_else(|| Reply::error(&RivetError::timed_out()));
@@ -247,17 +249,30 @@ impl ActorHandle {
 /// call with an ephemeral connection. The reply is what a stateless HTTP call would answer.
 pub(crate) async fn run(
     shard: &Rc<Shard>,
-    target: CallTarget,
+    target: &CallTarget,
     action: &str,
     input: Input<'_>,
 ) -> Reply {
     let id = match target {
+        // The common case, an awake actor that no transition holds: no directory lookup (and no
+        // copy of its name and key to compare).
+        &CallTarget::Key {
+            id,
+            ref name,
+            ref key,
+            create: Create::Never | Create::IfAbsent,
+            ..
+        } if shard.is_awake_as(id, name, key) => id,
         CallTarget::Key {
             name,
             key,
             create,
             input,
-        } => match shard.resolve(&name, key, input, create).await {
+            ..
+        } => match shard
+            .resolve(name, key.clone(), input.clone(), *create)
+            .await
+        {
             Err(error) => return Reply::error(&error),
             Ok(None) => {
                 return Reply::error(&RivetError::actor_not_found(&format!(
@@ -266,8 +281,8 @@ pub(crate) async fn run(
             }
             Ok(Some(resolved)) => ActorId(resolved.record.id),
         },
-        CallTarget::Id { name, id } => match shard.read_record(id).await {
-            Some(record) if record.name == name => id,
+        &CallTarget::Id { ref name, id } => match shard.read_record(id).await {
+            Some(record) if record.name == *name => id,
             _ => return Reply::error(&RivetError::actor_not_found(&id.to_string())),
         },
     };
@@ -275,7 +290,7 @@ pub(crate) async fn run(
         // Resolution only (`Client::create`): the answer is `undefined`.
         return Reply::ok_empty();
     }
-    let mut reply = Reply::error(&RivetError::internal());
+    let mut reply = Reply::new();
     protocol::run_action(shard, id, action, input, Value::Null, &mut reply).await;
     reply
 }

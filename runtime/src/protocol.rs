@@ -273,7 +273,8 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn new() -> Reply {
+    /// An empty 500, for a sink that is always written (every action path writes its reply).
+    pub(crate) fn new() -> Reply {
         Reply {
             status: 500,
             body: Vec::new(),
@@ -388,7 +389,7 @@ pub(crate) async fn run_forwarded(shard: &Rc<Shard>, call: Forwarded) -> Reply {
             target,
             action,
             mut body,
-        } => return client::run(shard, target, &action, Input::Json(&mut body)).await,
+        } => return client::run(shard, &target, &action, Input::Json(&mut body)).await,
         Forwarded::Raw {
             id,
             request,

@@ -183,6 +183,18 @@ impl Shard {
     }
 
     /// The running instance of actor `id`, if this shard has it.
+    /// Whether actor `id` is awake as `name` with `key`, with no transition (create, wake,
+    /// sleep, destroy) holding its gate: a call may then go straight to it.
+    pub(crate) fn is_awake_as(&self, id: ActorId, name: &str, key: &[String]) -> bool {
+        if self.gates.borrow().contains_key(&id) {
+            return false;
+        }
+        self.actors.borrow().get(&id).is_some_and(|actor| {
+            let info = actor.info();
+            info.name() == name && info.key() == key
+        })
+    }
+
     pub(crate) fn actor(&self, id: ActorId) -> Option<Rc<dyn ActorObject>> {
         debug_assert_eq!(
             id.shard(self.shard_count()),

@@ -150,7 +150,18 @@ impl RivetWs {
     /// output.
     fn call_ok(&mut self, name: &str, args: Value) -> Value {
         let id = self.send_action(name, args);
-        let frame = self.ws.read_json();
+        // A heartbeat ping may come first (tests with a short `ws_heartbeat`): answer it, as a
+        // client does, and read on.
+        let frame = loop {
+            match self.ws.read() {
+                Frame::Ping(payload) => self.ws.send_frame(true, 0xA, &payload),
+                Frame::Text(text) => {
+                    break serde_json::from_str::<Value>(&text)
+                        .unwrap_or_else(|error| panic!("frame is not JSON ({error}): {text:?}"));
+                }
+                other => panic!("{name}: expected the response, got {other:?}"),
+            }
+        };
         assert_eq!(
             frame["body"]["tag"], "ActionResponse",
             "{name}: expected the response to id {id}, got {frame}"
