@@ -19,7 +19,9 @@
 //! waiting for its socket, "cpu" only yields, so some task is always runnable), so the messages
 //! wait behind real work but nothing else competes for the cores; "http-load" while
 //! `--load-connections` threads call `counter.increment` on actors of both shards over HTTP as fast as they can, which on a 2-core machine means the load threads
-//! share the cores with the shards (the OS scheduler then dominates; the output says so).
+//! share the cores with the shards (the OS scheduler then dominates; the output says so);
+//! "http-rate" with the same connections sending `--load-rate` requests per second in all,
+//! sleeping between requests, so the cores are busy but not oversubscribed.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -49,6 +51,10 @@ struct Args {
     /// HTTP connections calling counter.increment during the "under load" measurements.
     #[arg(long, default_value_t = 16)]
     load_connections: usize,
+    /// Total requests per second of the "http-rate" measurement (the load threads pace
+    /// themselves); 0 skips it.
+    #[arg(long, default_value_t = 20_000)]
+    load_rate: u64,
     /// Shards (the measurement needs 2).
     #[arg(long, default_value_t = 2)]
     shards: usize,
@@ -313,35 +319,58 @@ fn main() {
         }
     }
 
-    // Under load: HTTP increments on counters of both shards from other threads.
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let load: Vec<_> = (0..args.load_connections)
-        .map(|i| {
-            let (stop, done) = (stop.clone(), done.clone());
-            thread::spawn(move || {
-                let mut http = Http::connect(addr);
-                let id = http.resolve("counter", &format!("load-{i}"));
-                while !stop.load(Ordering::Relaxed) {
-                    http.call(&id, "increment", "[1]");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    thread::sleep(Duration::from_millis(300));
-    let before = done.load(Ordering::Relaxed);
-    let started = Instant::now();
-    measure("http-load", &mut http);
-    let rate = (done.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for thread in load {
-        let _ = thread.join();
+    // Under load: HTTP increments on counters of both shards from other threads, flat out
+    // ("http-load": the load threads always want the CPU, so on a small machine the shards wait
+    // for the OS scheduler) and at a fixed total rate ("http-rate": they sleep between requests).
+    let conns = args.load_connections;
+    let mut loads = vec![("http-load", 0u64)];
+    if args.load_rate > 0 {
+        loads.push(("http-rate", args.load_rate));
     }
-    println!(
-        "http-load: {} HTTP connections ran {rate:.0} counter.increment/s meanwhile (load threads share the machine's cores with the shards)",
-        args.load_connections
-    );
+    for (label, rate) in loads {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        // Each connection's own schedule: its share of the total rate.
+        let interval = (rate > 0).then(|| Duration::from_secs_f64(conns as f64 / rate as f64));
+        let load: Vec<_> = (0..conns)
+            .map(|i| {
+                let (stop, done) = (stop.clone(), done.clone());
+                thread::spawn(move || {
+                    let mut http = Http::connect(addr);
+                    let id = http.resolve("counter", &format!("load-{i}"));
+                    let mut next = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(interval) = interval {
+                            next += interval;
+                            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                                thread::sleep(wait);
+                            }
+                        }
+                        http.call(&id, "increment", "[1]");
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(300));
+        let before = done.load(Ordering::Relaxed);
+        let started = Instant::now();
+        measure(label, &mut http);
+        let served =
+            (done.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for thread in load {
+            let _ = thread.join();
+        }
+        println!(
+            "{label}: {conns} HTTP connections ran {served:.0} counter.increment/s meanwhile (load threads share the machine's cores with the shards{})",
+            if rate > 0 {
+                format!("; offered {rate}/s")
+            } else {
+                String::new()
+            }
+        );
+    }
 
     let keys: Vec<String> = (0..args.fanout).map(|i| format!("\"fan-{i}\"")).collect();
     let spread = (0..args.fanout)
