@@ -1,0 +1,146 @@
+//! A log write the kernel cuts short. `RLIMIT_FSIZE` makes a write that crosses the limit write
+//! only up to it (and the next one fail with `EFBIG`), which is the one way to get a real short
+//! write from a local filesystem on demand. The store must fail the writers of that batch, refuse
+//! later writes, and keep every write it acknowledged before; reopened, it drops the torn tail.
+//!
+//! This exercises the linked write + `fdatasync` of the store's own ring when the write comes
+//! back short (the linked sync is cancelled) and the glommio path that writes the rest. It is a
+//! test binary of its own because the limit applies to the whole process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use pinion_storage::{ActorRecord, LogStore, Options, Store};
+
+/// Where the file size limit is set: inside a batch, not at a record boundary.
+const LIMIT: u64 = 200_000 + 123;
+/// Bytes of each state written.
+const STATE_BYTES: usize = 3_000;
+
+fn set_file_size_limit(limit: u64) {
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `rlimit` is a valid, initialised struct for the duration of the call.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+fn state(version: u64) -> Vec<u8> {
+    let mut v = version.to_le_bytes().to_vec();
+    v.resize(STATE_BYTES, (version % 251) as u8);
+    v
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_short_write_fails_its_batch_and_keeps_what_was_acknowledged() {
+    // At the limit the kernel sends SIGXFSZ, which would end the process; ignored, the write is
+    // cut short at the limit and the next one fails with EFBIG.
+    // SAFETY: replaces the disposition of one signal that nothing else in this process handles.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let dir =
+        std::env::temp_dir().join(format!("pinion-storage-short-write-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data_dir = dir.clone();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let options = Options {
+                compaction: false,
+                ..Options::default()
+            };
+            let store = LogStore::open(&data_dir, 0, 1, options.clone())
+                .await
+                .unwrap();
+            let shard_dir = store.dir().to_owned();
+            let record = ActorRecord {
+                id: 7,
+                name: "counter".into(),
+                key: vec!["short".into()],
+                created_ms: 1_700_000_000_000,
+                destroyed_ms: None,
+            };
+            let seq = store.put_actor(&record).await.unwrap();
+            store.durable(seq).await.unwrap();
+
+            set_file_size_limit(LIMIT);
+            // One durable write at a time until one fails: each is its own batch, so the batch
+            // that crosses the limit is cut inside it.
+            let mut acknowledged = 0;
+            let mut failure = None;
+            for version in 1..=(2 * LIMIT / STATE_BYTES as u64) {
+                let result = match store.save_state(7, &state(version)).await {
+                    Ok(seq) => store.durable(seq).await,
+                    Err(error) => Err(error),
+                };
+                match result {
+                    Ok(()) => acknowledged = version,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            let failure = failure.expect("a write past the file size limit must fail");
+            assert!(
+                acknowledged > 10,
+                "only {acknowledged} writes before the limit"
+            );
+            // The batch was cut at the limit, not refused whole: the kernel wrote up to it.
+            let segment = segments(&shard_dir).pop().unwrap();
+            assert_eq!(std::fs::metadata(&segment).unwrap().len(), LIMIT);
+            // Nothing more is accepted once a write failed, and saying so does not hang.
+            let later = match store.save_state(7, &state(10_000)).await {
+                Ok(seq) => store.durable(seq).await,
+                Err(error) => Err(error),
+            };
+            assert!(later.is_err(), "a write after the failure was acknowledged");
+            // Acknowledged writes are still readable in memory.
+            let read = store.read_state(7).await.unwrap().unwrap();
+            assert!(u64::from_le_bytes(read[..8].try_into().unwrap()) >= acknowledged);
+            let closed = futures_lite::future::or(
+                async {
+                    let _ = store.close().await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(Duration::from_secs(10)).await;
+                    false
+                },
+            )
+            .await;
+            assert!(closed, "closing a store whose write failed hung");
+            eprintln!("failed as expected after {acknowledged} writes: {failure}");
+
+            set_file_size_limit(libc::RLIM_INFINITY);
+            let store = LogStore::open(&data_dir, 0, 1, options).await.unwrap();
+            assert!(
+                store.recovered().torn_tail.is_some(),
+                "the cut batch is a torn tail"
+            );
+            assert_eq!(store.read_actor(7).await.unwrap(), Some(record));
+            let read = store.read_state(7).await.unwrap().unwrap();
+            assert_eq!(
+                read,
+                state(acknowledged),
+                "the last acknowledged state survives"
+            );
+            store.close().await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
