@@ -181,8 +181,9 @@ def population_table(records):
     out.append("Bytes per actor = (RSS − settled RSS of the empty server) / actors. The empty "
                "server's RSS is mostly glommio's io_uring rings and preallocated buffers. \"At ready\": "
                "the first RSS after GET /metadata answers; \"settled\": after 1 s of GET /health traffic "
-               "(no actor woken) and once the RSS stopped falling. Memory freed after recovery "
-               "stays resident until the allocator runs again, hence both.")
+               "(no actor woken) and once the RSS stopped falling. pinion-demo hands the memory "
+               "recovery freed back to the OS before it serves (mimalloc's mi_collect on each "
+               "shard), so the two should agree; both are kept to show it.")
     out.append("")
     return out
 

@@ -85,6 +85,7 @@ pub fn main() -> ExitCode {
             commit_window_max: Duration::from_micros(args.commit_window_us),
             ..pinion_storage::Options::default()
         },
+        after_store_open: Some(return_free_memory),
         ..Config::default()
     };
     let server = match Server::start(crate::registry(), config) {
@@ -171,4 +172,20 @@ fn reshard(dir: &std::path::Path, to: usize) -> std::io::Result<()> {
             "the data directory holds several shard layouts ({several:?}); move the extra ones away"
         ))),
     }
+}
+
+/// Returns the memory the calling thread's heap holds free to the OS now: after recovery, whose
+/// read buffers and index-building scratch are freed by then, a shard's resident memory drops to
+/// what its actors need (mimalloc, the binary's allocator, would otherwise keep it until the
+/// thread allocates again).
+fn return_free_memory() {
+    unsafe extern "C" {
+        /// mimalloc's `mi_collect`: collects the calling thread's heap; `force` also frees
+        /// the pages it holds in reserve.
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: a plain call into the allocator linked into this binary (`main.rs` installs
+    // mimalloc as the global allocator); it takes no pointers and only affects the calling
+    // thread's heap.
+    unsafe { mi_collect(true) }
 }

@@ -48,6 +48,10 @@ pub struct Config {
     pub store: pinion_storage::Options,
     /// Limits of the RivetKit protocol layer.
     pub limits: Limits,
+    /// Runs on each shard's thread once its store is open (recovery done), before the shard
+    /// serves. `pinion-demo` uses it to hand the memory recovery freed back to the OS at once
+    /// (its allocator, mimalloc, would otherwise keep it until that thread allocates again).
+    pub after_store_open: Option<fn()>,
 }
 
 /// The socket layer under the HTTP stack.
@@ -76,6 +80,7 @@ impl Default for Config {
             save_interval: Duration::from_secs(10),
             store: pinion_storage::Options::default(),
             limits: Limits::default(),
+            after_store_open: None,
         }
     }
 }

@@ -87,6 +87,9 @@ impl Server {
                             return;
                         }
                     };
+                    if let Some(hook) = config.after_store_open {
+                        hook();
+                    }
                     let shard = Shard::new(index, config, &registry, postman, mailbox, store);
                     sys::spawn(shard.clone().run_timers());
                     // SAFETY: `fd` is a listening socket we own (from `into_raw_fd` above) and
