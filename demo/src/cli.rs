@@ -179,6 +179,9 @@ fn reshard(dir: &std::path::Path, to: usize) -> std::io::Result<()> {
 /// what its actors need (mimalloc, the binary's allocator, would otherwise keep it until the
 /// thread allocates again).
 fn return_free_memory() {
+    // Links mimalloc into every binary that links this function, including ones (tests) whose
+    // global allocator is another: `mi_collect` then finds an empty heap and returns.
+    extern crate mimalloc as _;
     unsafe extern "C" {
         /// mimalloc's `mi_collect`: collects the calling thread's heap; `force` also frees
         /// the pages it holds in reserve.
