@@ -1,5 +1,9 @@
 //! `LogStore` against real files in temporary directories, inside glommio executors.
 
+mod common;
+
+use common::segments;
+
 use std::cell::Cell;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -105,17 +109,6 @@ fn state_of(id: u64, version: u64, len: usize) -> Vec<u8> {
 
 fn version_of(state: &[u8]) -> u64 {
     u64::from_le_bytes(state[8..16].try_into().unwrap())
-}
-
-/// The segment files of a shard directory, ascending.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// Lamping–Veach jump consistent hash, as the runtime's placement uses.

@@ -7,7 +7,10 @@
 //! back short (the linked sync is cancelled) and the glommio path that writes the rest. It is a
 //! test binary of its own because the limit applies to the whole process.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::segments;
+
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -32,16 +35,6 @@ fn state(version: u64) -> Vec<u8> {
     let mut v = version.to_le_bytes().to_vec();
     v.resize(STATE_BYTES, (version % 251) as u8);
     v
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
