@@ -978,11 +978,10 @@ async fn action(
     // A typed call whose values are not the action's parameter types is encoded here and goes
     // on as any call (its output can still come back unencoded).
     let mut encoded = Vec::new();
-    let empty = ArgList::empty();
     let parsed = match input {
         Input::Json(body) => value::parse_action_body(body).map(|list| (list, None)),
         Input::Typed(typed) if actor.arg_type(name) == Some(typed.args_type()) => {
-            Ok((empty, Some(typed)))
+            Ok((ArgList::empty(), Some(typed)))
         }
         Input::Typed(typed) => typed
             .encode_args(&mut encoded)

@@ -182,7 +182,6 @@ impl Shard {
         self.actor_type(name).is_some()
     }
 
-    /// The running instance of actor `id`, if this shard has it.
     /// Whether actor `id` is awake as `name` with `key`, with no transition (create, wake,
     /// sleep, destroy) holding its gate: a call may then go straight to it.
     pub(crate) fn is_awake_as(&self, id: ActorId, name: &str, key: &[String]) -> bool {
@@ -195,6 +194,7 @@ impl Shard {
         })
     }
 
+    /// The running instance of actor `id`, if this shard has it.
     pub(crate) fn actor(&self, id: ActorId) -> Option<Rc<dyn ActorObject>> {
         debug_assert_eq!(
             id.shard(self.shard_count()),
@@ -332,15 +332,16 @@ impl Shard {
             };
             if let Some(message) = first {
                 self.handle_message(message);
-                self.drain_mailbox_burst();
+                self.handle_burst();
             }
             if hot_for.is_zero() {
                 // Let the shard's own tasks run before the next burst.
                 futures_lite::future::yield_now().await;
                 continue;
             }
-            self.last_mail.set(sys::now());
-            let (mut polled, mut reacted) = (sys::now(), sys::now());
+            let started = sys::now();
+            self.last_mail.set(started);
+            let (mut polled, mut reacted) = (started, started);
             while !self.stopped.get() {
                 let now = sys::now();
                 if self.drain_mailbox() > 0 {
@@ -350,7 +351,8 @@ impl Shard {
                 }
                 if now.saturating_duration_since(reacted) >= REACTOR_SLICE {
                     sys::sleep(Duration::from_micros(1)).await;
-                    (polled, reacted) = (sys::now(), sys::now());
+                    let resumed = sys::now();
+                    (polled, reacted) = (resumed, resumed);
                 } else {
                     if now.saturating_duration_since(polled) >= NET_SLICE {
                         self.poll_io();
@@ -360,19 +362,6 @@ impl Shard {
                 }
             }
         }
-    }
-
-    /// Handles what is left in the inbox after a wake-up (up to a burst), yielding between
-    /// bursts so a flood from other shards cannot starve this shard's own connections.
-    fn drain_mailbox_burst(self: &Rc<Self>) {
-        for _ in 1..MAILBOX_BURST_MAX {
-            let Some(message) = self.mailbox.try_recv() else {
-                return;
-            };
-            self.handle_message(message);
-        }
-        // More than a burst: leave the rest for the next look.
-        self.mailbox.set_waiting();
     }
 
     /// Handles the mail that arrived, if any, now: called at the shard's hot points (each HTTP
@@ -385,6 +374,13 @@ impl Shard {
         if !self.mailbox.take_waiting() {
             return 0;
         }
+        self.handle_burst()
+    }
+
+    /// Handles up to `MAILBOX_BURST_MAX` queued messages; more than that are left for the next
+    /// look (the flag is set again), so a flood from other shards cannot starve this shard's own
+    /// connections. Returns the number handled.
+    fn handle_burst(self: &Rc<Self>) -> usize {
         for handled in 0..MAILBOX_BURST_MAX {
             let Some(message) = self.mailbox.try_recv() else {
                 return handled;
