@@ -65,6 +65,19 @@
 //! with no new writer), so that closed-loop writers share one sync instead of alternating between
 //! two half-full batches.
 //!
+//! **Zeros written ahead.** A batch appended at the end of a file makes its `fdatasync` persist
+//! new blocks and the file's size as well as the data; over blocks already written it persists
+//! only the data (measured on this virtio disk: `pwrite` + `fdatasync` of 6 400 bytes, median
+//! 470 µs appending against 235 µs overwriting; a `fallocate`d range is no better than an
+//! append, its extents still have to be marked written). So a prefill task keeps zeros written
+//! and synced ahead of the active segment's records: 256 KiB ([`PREFILL_FIRST`]) once a segment
+//! has its first batch, then fills twice as large up to [`Options::prefill_bytes_max`] (4 MiB)
+//! whenever the records come within half the last fill of the zeros' end. A fill starts past
+//! every record appended so far, and the flusher writes no batch over a fill still in flight.
+//! A fill that fails (no space, a file size limit) only costs that segment its overwrites.
+//! Measured with wrk at 64 connections on one `durableCounter`: 35–41k → 47–52k durable
+//! increments/s.
+//!
 //! Bounds: [`Options::batch_bytes_max`] bytes waiting for the flusher (1 MiB) and
 //! [`Options::waiters_max`] tasks in `durable` (16 384); beyond either, appends wait (in a FIFO of
 //! tickets; a waiting append holds no copy of its bytes, so memory stays bounded however many
@@ -102,8 +115,11 @@
 //! **Recovery.** Segments are scanned in order with large sequential reads (4 MiB), every record's
 //! CRC checked, the index rebuilt (latest record wins; sequence numbers must increase). Rules:
 //!
-//! * In the **last** segment, a bad record (checksum mismatch, bad magic, zeros, or a record
-//!   running past the end of the file) is a **torn tail**: the file is truncated there (and
+//! * A segment ends at its last record followed by nothing, or by zeros only (the space written
+//!   ahead; kept, so the next writes overwrite it). Zeros after a partial record are a torn
+//!   tail like any other.
+//! * In the **last** segment, a bad record (checksum mismatch, bad magic, a zero header with
+//!   data after it, or a record running past the end of the file) is a **torn tail**: the file is truncated there (and
 //!   synced), [`Recovered::torn_tail`] says so, a warning is logged, and the store opens.
 //!   Everything acknowledged was before it: only one batch is ever written-but-not-synced, so
 //!   unacknowledged bytes span at most one write. Unless valid records (with higher sequence
@@ -204,7 +220,7 @@ mod syncring;
 
 pub use format::PAYLOAD_BYTES_MAX;
 pub use layout::{LayoutError, ReshardReport, reshard, reshard_blocking, shard_dir};
-pub use log::{LogStore, Options, Recovered, SegmentInfo, Stats, TornTail};
+pub use log::{LogStore, Options, PREFILL_FIRST, Recovered, SegmentInfo, Stats, TornTail};
 
 /// A record's position in its store's log: every write gets the next one. A write is durable
 /// once [`Store::durable_seq`] reaches its sequence number.

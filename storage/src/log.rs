@@ -56,7 +56,19 @@ pub struct Options {
     /// microseconds (the io_uring worker, interrupts, context switches) besides the disk's time.
     /// Zero turns the window off: each batch is taken as soon as the previous sync is done.
     pub commit_window_max: Duration,
+    /// Zero-filled space kept written ahead of the active segment's last record, at most this
+    /// many bytes per fill (the first fill of a segment is [`PREFILL_FIRST`], each next one
+    /// twice the last). A batch that lands on blocks already written is an overwrite: its
+    /// `fdatasync` then has no block allocation or file size to make durable, only the data,
+    /// and takes about half as long as an append's (measured here: 235 against 470 µs at the
+    /// median). A background task writes and syncs the zeros; recovery reads a zero tail after
+    /// the last record as the end of the log. Zero turns it off (every batch appends).
+    pub prefill_bytes_max: u64,
 }
+
+/// The first zero fill of a segment (see [`Options::prefill_bytes_max`]): small, so that a
+/// store that writes little does not write megabytes of zeros.
+pub const PREFILL_FIRST: u64 = 256 << 10;
 
 /// Upper bound of [`Options::segment_bytes_max`] (offsets are 32-bit).
 pub const SEGMENT_BYTES_LIMIT: u64 = 1 << 30;
@@ -73,6 +85,7 @@ impl Default for Options {
             compact_dead_bytes_min: 1 << 20,
             read_chunk_bytes: 4 << 20,
             commit_window_max: Duration::from_micros(500),
+            prefill_bytes_max: 4 << 20,
         }
     }
 }
@@ -124,6 +137,10 @@ pub struct Stats {
     /// ([`Options::commit_window_max`]).
     pub gathers: u64,
     pub segments_created: u64,
+    /// Zero bytes written ahead of the records ([`Options::prefill_bytes_max`]).
+    pub prefill_bytes: u64,
+    /// Zero fills that failed (each leaves its segment's batches appending).
+    pub prefill_failures: u64,
     /// Segments compacted (live records copied forward, file deleted).
     pub compactions: u64,
     pub compaction_copies: u64,
@@ -153,6 +170,7 @@ pub struct LogStore {
     inner: Rc<Inner>,
     flusher: RefCell<Option<JoinHandle<()>>>,
     compactor: RefCell<Option<JoinHandle<()>>>,
+    prefiller: RefCell<Option<JoinHandle<()>>>,
 }
 
 struct Inner {
@@ -202,7 +220,54 @@ struct State {
     compacting: bool,
     /// Set when a write or sync failed: nothing more can be made durable.
     poisoned: Option<(io::ErrorKind, String)>,
+    fill: Fill,
     stats: Stats,
+}
+
+/// The zeros written ahead of the active segment's records (see [`Options::prefill_bytes_max`]).
+struct Fill {
+    /// The segment this is about; when it is not the active one any more, the prefill task
+    /// starts over on the new one.
+    seg: u32,
+    /// The segment's file holds written blocks up to here: records, then zeros.
+    end: u64,
+    /// The fill being written, `[from, to)`. The flusher writes no batch that overlaps it (its
+    /// zeros would land on the records).
+    busy: Option<(u64, u64)>,
+    /// The size of the last fill: the next starts when fewer than half as many zeros are left.
+    last: u64,
+    /// The size of the next fill.
+    next: u64,
+    /// A fill of this segment failed (no space, a file size limit): batches append.
+    failed: bool,
+    /// The prefill task, while it waits for work.
+    waker: Option<Waker>,
+}
+
+impl Fill {
+    fn new(seg: u32, end: u64, options: &Options) -> Fill {
+        Fill {
+            seg,
+            end,
+            busy: None,
+            last: PREFILL_FIRST.min(options.prefill_bytes_max),
+            next: PREFILL_FIRST.min(options.prefill_bytes_max),
+            failed: false,
+            waker: None,
+        }
+    }
+
+    /// Whether `[from, to)` of `seg` overlaps the fill being written.
+    fn overlaps(&self, seg: u32, from: u64, to: u64) -> bool {
+        self.seg == seg && self.busy.is_some_and(|(a, b)| from < b && a < to)
+    }
+
+    /// Whether the prefill task may have work: the active segment changed, or its records came
+    /// within half the last fill of the zeros' end.
+    fn wanted(&self, active: u32, active_size: u64) -> bool {
+        self.seg != active
+            || (!self.failed && self.busy.is_none() && active_size + self.last / 2 >= self.end)
+    }
 }
 
 struct Batch {
@@ -513,17 +578,30 @@ impl SegReader {
     }
 }
 
-/// Reads `[from, size)` of `file` and returns the offset of the last valid record there with a
-/// sequence number above `after` (records inside records are skipped).
-async fn last_valid_record(
+/// What follows a bad record in a segment.
+struct Tail {
+    /// Every byte from the bad record to the end of the file is zero: the space the prefill
+    /// task wrote ahead of the records ([`Options::prefill_bytes_max`]), not damage.
+    zeros: bool,
+    /// The offset of the last valid record past the bad one with a sequence number above the
+    /// last one read (records inside records are skipped).
+    last_valid: Option<u64>,
+}
+
+/// Reads `[from, size)` of `file` (`from` is a bad record's offset) and says what is there.
+async fn read_tail(
     file: &BufferedFile,
     from: u64,
     size: u64,
     after: Seq,
     chunk: usize,
-) -> io::Result<Option<u64>> {
+) -> io::Result<Tail> {
+    let mut tail = Tail {
+        zeros: true,
+        last_valid: None,
+    };
     if from >= size {
-        return Ok(None);
+        return Ok(tail);
     }
     let mut data = Vec::with_capacity((size - from) as usize);
     while (data.len() as u64) < size - from {
@@ -536,20 +614,23 @@ async fn last_valid_record(
         }
         data.extend_from_slice(&read);
     }
-    let mut found = None;
-    let mut p = 0usize;
+    tail.zeros = data.iter().all(|&b| b == 0);
+    if tail.zeros {
+        return Ok(tail);
+    }
+    let mut p = 8usize;
     while p + HEADER_LEN <= data.len() {
         if data[p + 4..p + 8] == MAGIC.to_le_bytes()
             && let Parsed::Record(header) = format::parse(&data[p..])
             && header.seq > after
         {
-            found = Some(from + p as u64);
+            tail.last_valid = Some(from + p as u64);
             p += align8(header.record_len() as u64) as usize;
             continue;
         }
         p += 8;
     }
-    Ok(found)
+    Ok(tail)
 }
 
 /// Tells the kernel that reads of `file` are random point reads (waking an actor reads one
@@ -668,6 +749,8 @@ impl LogStore {
         let mut last_seq: Seq = 0;
         let mut active = 1;
         let mut active_size = 0;
+        // How far the active segment's file goes (records, then zeros).
+        let mut active_filled = 0;
         for (i, &seg) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
             let path = segment_path(&dir, seg);
@@ -683,6 +766,7 @@ impl LogStore {
             let file = Rc::new(file);
             let size = file.file_size().await?;
             recovered.bytes += size;
+            let mut filled = size;
             index.segs.entry(seg).or_default();
             let mut reader = SegReader::new(file.clone(), size, options.read_chunk_bytes);
             let mut end = 0;
@@ -731,17 +815,16 @@ impl LogStore {
                         recovered.records += 1;
                     }
                     Next::Bad { off, reason } => {
+                        let tail =
+                            read_tail(&file, off, size, last_seq, options.read_chunk_bytes).await?;
+                        if tail.zeros {
+                            // The prefilled space after the last record: the end of the log.
+                            break;
+                        }
                         if !last {
                             return Err(corrupt(&path, off, reason, NOT_LAST));
                         }
-                        if let Some(valid) = last_valid_record(
-                            &file,
-                            off + 8,
-                            size,
-                            last_seq,
-                            options.read_chunk_bytes,
-                        )
-                        .await?
+                        if let Some(valid) = tail.last_valid
                             && valid - off > WRITE_SPAN_MAX
                         {
                             return Err(corrupt(
@@ -766,6 +849,7 @@ impl LogStore {
                         );
                         file.truncate(off).await?;
                         file.fdatasync().await?;
+                        filled = off;
                         recovered.torn_tail = Some(TornTail {
                             segment: seg,
                             offset: off,
@@ -780,6 +864,7 @@ impl LogStore {
             files.insert(seg, file);
             active = seg;
             active_size = end;
+            active_filled = filled;
         }
         index.shrink();
         recovered.actors = index.actors.values().filter(|s| !s.actor.is_none()).count();
@@ -813,6 +898,7 @@ impl LogStore {
             closing: false,
             compacting: false,
             poisoned: None,
+            fill: Fill::new(active, active_filled, &options),
             stats: Stats::default(),
         };
         let inner = Rc::new(Inner {
@@ -837,10 +923,13 @@ impl LogStore {
             .options
             .compaction
             .then(|| glommio::spawn_local(compactor(inner.clone())).detach());
+        let prefiller = (inner.options.prefill_bytes_max > 0)
+            .then(|| glommio::spawn_local(prefiller(inner.clone())).detach());
         Ok(LogStore {
             inner,
             flusher: RefCell::new(Some(flusher)),
             compactor: RefCell::new(compactor),
+            prefiller: RefCell::new(prefiller),
         })
     }
 
@@ -910,6 +999,10 @@ impl LogStore {
         }
         let flusher = self.flusher.borrow_mut().take();
         if let Some(task) = flusher {
+            task.await;
+        }
+        let prefiller = self.prefiller.borrow_mut().take();
+        if let Some(task) = prefiller {
             task.await;
         }
         let result = match &self.inner.state.borrow().poisoned {
@@ -1055,6 +1148,9 @@ impl Inner {
         if let Some(waker) = st.compactor.take() {
             waker.wake();
         }
+        if let Some(waker) = st.fill.waker.take() {
+            waker.wake();
+        }
         st.wake_all();
     }
 
@@ -1138,6 +1234,9 @@ impl Inner {
         }
         if let Some(waker) = st.flusher.take() {
             waker.wake();
+        }
+        if st.fill.waker.is_some() && st.fill.wanted(st.active, st.active_size) {
+            st.fill.waker.take().expect("checked").wake();
         }
         Some(seq)
     }
@@ -1365,6 +1464,9 @@ async fn flusher(inner: Rc<Inner>) {
             }
             if let Some(batch) = st.batches.front()
                 && !st.in_flight
+                && !st
+                    .fill
+                    .overlaps(batch.seg, batch.start, batch.start + batch.buf.len() as u64)
             {
                 let job = (batch.seg, batch.start, batch.buf.clone(), batch.last_seq);
                 st.in_flight = true;
@@ -1438,6 +1540,9 @@ async fn write_batch(inner: &Inner, seg: u32, start: u64, mut buf: Vec<u8>) -> i
             let mut st = inner.state.borrow_mut();
             st.files.insert(seg, file.clone());
             st.stats.segments_created += 1;
+            if let Some(waker) = st.fill.waker.take() {
+                waker.wake();
+            }
             file
         }
     };
@@ -1479,6 +1584,90 @@ fn short_write_rest(inner: &Inner, start: u64, pos: u64, written: usize) -> Vec<
         b.buf[done..].to_vec()
     });
     rest.unwrap_or_default()
+}
+
+/// The prefill task: keeps zeros written ahead of the active segment's records (see
+/// [`Options::prefill_bytes_max`]), one fill at a time, each written and synced before the
+/// flusher may write a batch over it.
+async fn prefiller(inner: Rc<Inner>) {
+    let max = inner.options.prefill_bytes_max;
+    loop {
+        let job = poll_fn(|cx| {
+            let mut st = inner.state.borrow_mut();
+            if st.closing || st.poisoned.is_some() {
+                return Poll::Ready(None);
+            }
+            let st = &mut *st;
+            if st.fill.seg != st.active {
+                let waker = st.fill.waker.take();
+                st.fill = Fill::new(st.active, 0, &inner.options);
+                st.fill.waker = waker;
+            }
+            if let Some(file) = st.files.get(&st.active)
+                && st.fill.wanted(st.active, st.active_size)
+            {
+                // Past every record appended so far, so no batch written or queued before
+                // this fill overlaps it; later ones that do wait for it (see `Fill::busy`).
+                let from = st.fill.end.max(st.active_size.next_multiple_of(4096));
+                let to = (from + st.fill.next).min(inner.options.segment_bytes_max);
+                if to > from {
+                    st.fill.busy = Some((from, to));
+                    return Poll::Ready(Some((st.active, file.clone(), from, to)));
+                }
+            }
+            st.fill.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some((seg, file, from, to)) = job else {
+            break;
+        };
+        let result = write_zeros(&file, from, to).await;
+        let mut st = inner.state.borrow_mut();
+        st.fill.busy = None;
+        match result {
+            Ok(()) => {
+                st.fill.end = to;
+                st.fill.last = to - from;
+                st.fill.next = (st.fill.next * 2).min(max);
+                st.stats.prefill_bytes += to - from;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    segment = %segment_path(&inner.dir, seg).display(),
+                    offset = from,
+                    %error,
+                    "pinion-storage: writing zeros ahead of the log failed; this segment's \
+                     batches append instead (slower syncs)"
+                );
+                st.fill.failed = true;
+                st.stats.prefill_failures += 1;
+            }
+        }
+        if let Some(waker) = st.flusher.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Writes zeros over `[from, to)` of `file` and makes them durable (blocks and file size), so
+/// that later writes there are overwrites.
+async fn write_zeros(file: &BufferedFile, from: u64, to: u64) -> io::Result<()> {
+    const PIECE: u64 = 1 << 20;
+    let mut pos = from;
+    while pos < to {
+        let len = (to - pos).min(PIECE);
+        let written = file.write_at(vec![0; len as usize], pos).await?;
+        if written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "zero fill made no progress",
+            ));
+        }
+        pos += written as u64;
+    }
+    file.fdatasync().await?;
+    Ok(())
 }
 
 /// The group commit window (see [`Options::commit_window_max`]): after a sync that released

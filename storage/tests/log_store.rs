@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use pinion_storage::{
-    ActorRecord, LayoutError, LogStore, Options, ScheduleEntry, Store, reshard, shard_dir,
+    ActorRecord, LayoutError, LogStore, Options, PREFILL_FIRST, ScheduleEntry, Store, reshard,
+    shard_dir,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -67,6 +68,15 @@ fn quiet() -> Options {
     Options {
         compaction: false,
         ..Options::default()
+    }
+}
+
+/// [`quiet`] without the zeros written ahead of the records: a segment file then ends at its
+/// last record, for tests that cut and measure files.
+fn exact() -> Options {
+    Options {
+        prefill_bytes_max: 0,
+        ..quiet()
     }
 }
 
@@ -580,14 +590,14 @@ fn torn_tail_at_every_offset_of_the_last_record() {
     run(move || async move {
         let shard = shard_dir(&data_dir, 0, 1);
         // 20 records, then the size before and after a 21st.
-        let store = open(&data_dir, quiet()).await;
+        let store = open(&data_dir, exact()).await;
         for i in 0..20u64 {
             store.save_state(i, &state_of(i, 1, 50)).await.unwrap();
         }
         store.close().await.unwrap();
         let file = segments(&shard).pop().unwrap();
         let before = std::fs::metadata(&file).unwrap().len();
-        let store = open(&data_dir, quiet()).await;
+        let store = open(&data_dir, exact()).await;
         store.save_state(99, &state_of(99, 1, 61)).await.unwrap();
         store.close().await.unwrap();
         let full = std::fs::read(&file).unwrap();
@@ -596,7 +606,7 @@ fn torn_tail_at_every_offset_of_the_last_record() {
 
         for cut in before..full.len() as u64 {
             std::fs::write(&file, &full[..cut as usize]).unwrap();
-            let store = open(&data_dir, quiet()).await;
+            let store = open(&data_dir, exact()).await;
             let complete = cut >= before + record_len;
             let torn = store.recovered().torn_tail.clone();
             assert_eq!(
@@ -609,6 +619,58 @@ fn torn_tail_at_every_offset_of_the_last_record() {
             let seq = store.save_state(1000, b"after").await.unwrap();
             store.durable(seq).await.unwrap();
             store.close().await.unwrap();
+            let store = open(&data_dir, exact()).await;
+            assert_eq!(store.recovered().torn_tail, None, "cut at {cut}");
+            check_torn(&store, complete).await;
+            assert_eq!(
+                store.read_state(1000).await.unwrap().as_deref(),
+                Some(&b"after"[..])
+            );
+            store.close().await.unwrap();
+        }
+
+        // With zeros written ahead of the records (`Options::prefill_bytes_max`), a write cut
+        // short leaves the file's length alone: its first `cut` bytes, then zeros. Zeros right
+        // after a complete record are the end of the log, kept for the next writes; a partial
+        // record before them is a torn tail, cut off with them.
+        let zeros = 64 * 1024;
+        for cut in before..=full.len() as u64 {
+            let mut crashed = full[..cut as usize].to_vec();
+            crashed.resize(full.len() + zeros, 0);
+            std::fs::write(&file, &crashed).unwrap();
+            let store = open(&data_dir, quiet()).await;
+            let complete = cut >= before + record_len;
+            let torn = store.recovered().torn_tail.clone();
+            assert_eq!(
+                torn.is_some(),
+                cut > before && !complete,
+                "zeros after cut {cut}: {torn:?}"
+            );
+            let kept = if complete {
+                full.len()
+            } else {
+                before as usize
+            };
+            assert_eq!(store.stats().disk_bytes, kept as u64, "cut at {cut}");
+            match torn {
+                Some(torn) => {
+                    assert_eq!(torn.offset, before, "cut at {cut}");
+                    assert_eq!(torn.dropped_bytes as usize, crashed.len() - before as usize);
+                    assert_eq!(std::fs::metadata(&file).unwrap().len(), before);
+                }
+                None => assert_eq!(
+                    std::fs::metadata(&file).unwrap().len() as usize,
+                    crashed.len(),
+                    "a zero tail stays for the next writes (cut at {cut})"
+                ),
+            }
+            check_torn(&store, complete).await;
+            let seq = store.save_state(1000, b"after").await.unwrap();
+            store.durable(seq).await.unwrap();
+            store.close().await.unwrap();
+            // The new record went where the good ones end, over the zeros.
+            let bytes = std::fs::read(&file).unwrap();
+            assert_eq!(&bytes[kept + 4..kept + 8], b"PNRC", "cut at {cut}");
             let store = open(&data_dir, quiet()).await;
             assert_eq!(store.recovered().torn_tail, None, "cut at {cut}");
             check_torn(&store, complete).await;
@@ -624,13 +686,92 @@ fn torn_tail_at_every_offset_of_the_last_record() {
             let mut bad = full.clone();
             bad[at as usize] ^= 0x40;
             std::fs::write(&file, &bad).unwrap();
-            let store = open(&data_dir, quiet()).await;
+            let store = open(&data_dir, exact()).await;
             let torn = store.recovered().torn_tail.clone().expect("torn tail");
             assert_eq!(torn.offset, before, "flip at {at}");
             check_torn(&store, false).await;
             store.close().await.unwrap();
             assert_eq!(std::fs::metadata(&file).unwrap().len(), before);
         }
+    });
+}
+
+/// Polls `cond` every millisecond for up to 10 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[test]
+fn batches_overwrite_the_zeros_written_ahead_and_recovery_ends_the_log_at_them() {
+    let tmp = TempDir::new("prefill");
+    let data_dir = tmp.path().to_owned();
+    run(move || async move {
+        let shard = shard_dir(&data_dir, 0, 1);
+        let options = Options {
+            prefill_bytes_max: 1 << 20,
+            ..quiet()
+        };
+        let store = open(&data_dir, options.clone()).await;
+        let seq = store.save_state(0, &state_of(0, 1, 100)).await.unwrap();
+        store.durable(seq).await.unwrap();
+        eventually("the first fill", || store.stats().prefill_bytes > 0).await;
+        let file = segments(&shard).pop().unwrap();
+        let len = std::fs::metadata(&file).unwrap().len();
+        let first = store.stats().prefill_bytes;
+        assert_eq!(first, PREFILL_FIRST, "the first fill of a segment");
+        assert!(len > store.stats().disk_bytes + PREFILL_FIRST / 2, "{len}");
+
+        // Well within the zeros: every batch is an overwrite, the file does not grow.
+        for i in 1..200u64 {
+            let seq = store.save_state(i, &state_of(i, 1, 100)).await.unwrap();
+            store.durable(seq).await.unwrap();
+        }
+        let records = store.stats().disk_bytes;
+        assert!(records < PREFILL_FIRST / 2, "{records}");
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), len);
+        assert_eq!(store.stats().prefill_bytes, first, "no second fill yet");
+        store.close().await.unwrap();
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(bytes[records as usize..].iter().all(|&b| b == 0));
+
+        // Reopened: the zeros end the log (no torn tail) and stay for the next writes.
+        let store = open(&data_dir, options.clone()).await;
+        assert_eq!(store.recovered().torn_tail, None);
+        assert_eq!(store.recovered().states, 200);
+        assert_eq!(store.stats().disk_bytes, records);
+        for i in 0..200u64 {
+            assert_eq!(
+                store.read_state(i).await.unwrap().unwrap(),
+                state_of(i, 1, 100)
+            );
+        }
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), len);
+
+        // Past half of the zeros, the next fill keeps ahead of the records (a reopened store
+        // starts again with the first fill's size).
+        let mut i = 200u64;
+        while store.stats().disk_bytes < len - PREFILL_FIRST / 4 {
+            let seq = store.save_state(i, &state_of(i, 1, 100)).await.unwrap();
+            store.durable(seq).await.unwrap();
+            i += 1;
+        }
+        eventually("the second fill", || store.stats().prefill_bytes > 0).await;
+        assert_eq!(store.stats().prefill_bytes, PREFILL_FIRST);
+        let grown = std::fs::metadata(&file).unwrap().len();
+        assert!(grown >= len + PREFILL_FIRST, "{grown}");
+        store.close().await.unwrap();
+        let store = open(&data_dir, options).await;
+        assert_eq!(store.recovered().torn_tail, None);
+        assert_eq!(store.recovered().states, i as usize);
+        assert_eq!(
+            store.read_state(i - 1).await.unwrap().unwrap(),
+            state_of(i - 1, 1, 100)
+        );
+        store.close().await.unwrap();
     });
 }
 

@@ -50,8 +50,12 @@ fn a_short_write_fails_its_batch_and_keeps_what_was_acknowledged() {
     let data_dir = dir.clone();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
+            // No zeros written ahead: the batch must be the write that extends the file, so
+            // that the file's length shows where the kernel cut it. (`prefill_limit.rs` covers
+            // a fill that the limit cuts.)
             let options = Options {
                 compaction: false,
+                prefill_bytes_max: 0,
                 ..Options::default()
             };
             let store = LogStore::open(&data_dir, 0, 1, options.clone())
