@@ -127,6 +127,8 @@ impl Server {
                             bytes_written = stats.bytes_written,
                             admission_waits = stats.admission_waits,
                             gathers = stats.gathers,
+                            prefill_bytes = stats.prefill_bytes,
+                            prefill_failures = stats.prefill_failures,
                             compactions = stats.compactions,
                             segments = stats.segments,
                             "store at stop"
