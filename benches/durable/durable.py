@@ -115,9 +115,9 @@ def wake_table(records):
                "of the server's /proc/PID/io during the run (a 4 KiB page holds many small states, so "
                "even with a cold page cache most wakes find theirs cached by an earlier one).")
     out.append("")
-    awake = touches.get("wake-awake")
-    for name in ("wake-warm", "wake-cold"):
-        woke = touches.get(name)
+    for name, base in (("wake-warm", "wake-awake"), ("wake-cold", "wake-awake"),
+                       ("wake-warm-spin", "wake-awake-spin")):
+        woke, awake = touches.get(name), touches.get(base)
         if woke and awake:
             d50 = woke["latency_us"]["p50"] - awake["latency_us"]["p50"]
             d99 = woke["latency_us"]["p99"] - awake["latency_us"]["p99"]
@@ -236,8 +236,9 @@ def main():
         lines = writes_table(records) + wake_table(records) + population_table(records)
         notes = [r["text"] for r in records if r["kind"] == "note"]
         notes.append("latencies include the client's own wake-up on each response (loadgen's "
-                     "executor, population's blocked read): the same in every row, so the "
-                     "differences between rows are the server's")
+                     "executor, population's blocked read), except in the spinning-client rows: "
+                     "the same within each kind of row, so the differences between them are the "
+                     "server's")
         if notes:
             lines += ["Notes:", ""] + [f"- {t}" for t in notes]
         print("\n".join(lines).rstrip())

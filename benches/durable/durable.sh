@@ -41,9 +41,10 @@
 # b. wake: `population create` --sleepers sleeper actors (bump once each, so each has state on
 #    disk); `sleepNow` on each puts them to sleep (saved, evicted); `population touch --action
 #    read` (one connection, one request at a time) wakes each from disk (page cache warm); a
-#    second touch right away measures the same request on awake actors. As root with a writable
-#    /proc/sys/vm/drop_caches, once more after sleepNow + `sync; echo 1 > drop_caches` (cold page
-#    cache; this drops the page cache of the whole machine). "check" counts replies with
+#    second touch right away measures the same request on awake actors; both again with a client
+#    that spins on its socket (`touch --spin`: its own wake-up stays out of the latencies). As
+#    root with a writable /proc/sys/vm/drop_caches, once more after sleepNow + `sync; echo 1 >
+#    drop_caches` (cold page cache; this drops the page cache of the whole machine). "check" counts replies with
 #    `"vars":0`: actors whose ephemeral vars started over, i.e. that were really woken. The
 #    server runs with a long sleep timeout so that the awake baseline stays awake (20000
 #    sequential requests take longer than a short timeout).
@@ -61,7 +62,8 @@
 #    (RSS - settled RSS of the empty server A) / N; RSS includes glommio's io_uring rings and
 #    buffers, hence the subtraction.
 # Latencies include the client's own wake-up on each response (loadgen's executor, population's
-# blocked read): the same for every row, so the differences are the server's.
+# blocked read), except in the spinning-client rows: the same within each kind of row, so the
+# differences are the server's.
 #
 # Output: the Markdown table on stdout and in OUT/table.md; OUT/results.jsonl; every run's raw
 # output (loadgen JSON/text, redis-benchmark CSV, population output, servers' stderr) in OUT.
@@ -436,6 +438,14 @@ if want wake; then
     --count-matching '"vars":0'
   log "read again right away: the same actors, awake"
   touch_run wake-awake "awake (same request, right after)" --ids "$tmp/sleepers.ids" --action read
+  # The same two runs with a client that polls its socket instead of sleeping in read(): its own
+  # wake-up on each response (tens of µs on a VM) then stays out of the latencies.
+  put_to_sleep
+  log "the same with a spinning client (touch --spin): wake from disk, page cache warm"
+  touch_run wake-warm-spin "asleep: wake from disk, page cache warm, spinning client" \
+    --ids "$tmp/sleepers.ids" --action read --count-matching '"vars":0' --spin
+  touch_run wake-awake-spin "awake (same request, right after), spinning client" \
+    --ids "$tmp/sleepers.ids" --action read --spin
   if [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/drop_caches ]; then
     put_to_sleep
     log "sync; echo 1 > /proc/sys/vm/drop_caches"

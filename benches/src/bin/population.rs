@@ -136,6 +136,11 @@ struct TouchArgs {
     /// Stop after this many failed requests.
     #[arg(long, default_value_t = 100)]
     max_errors: u64,
+    /// Wait for each response by polling the socket (non-blocking reads in a loop) instead of
+    /// sleeping in `read`: the client's own wake-up, tens of microseconds on a VM, then stays
+    /// out of the latencies. Each worker keeps a CPU busy.
+    #[arg(long)]
+    spin: bool,
 }
 
 #[derive(Args)]
@@ -249,6 +254,8 @@ struct Client {
     buf: Vec<u8>,
     /// The request being written (reused).
     out: Vec<u8>,
+    /// Poll a non-blocking socket instead of blocking in `read` (`touch --spin`).
+    spin: bool,
 }
 
 impl Client {
@@ -258,6 +265,39 @@ impl Client {
             stream: None,
             buf: Vec::with_capacity(4096),
             out: Vec::with_capacity(512),
+            spin: false,
+        }
+    }
+
+    fn spinning(endpoint: Arc<Endpoint>) -> Client {
+        Client {
+            spin: true,
+            ..Client::new(endpoint)
+        }
+    }
+
+    /// One read; with `spin`, polls the non-blocking socket until it has bytes (or the
+    /// endpoint's timeout passes).
+    fn read_some(
+        stream: &mut TcpStream,
+        chunk: &mut [u8],
+        spin: bool,
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        if !spin {
+            return stream.read(chunk);
+        }
+        let started = Instant::now();
+        loop {
+            match stream.read(chunk) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if started.elapsed() > timeout {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    std::hint::spin_loop();
+                }
+                result => return result,
+            }
         }
     }
 
@@ -295,6 +335,11 @@ impl Client {
                 stream
                     .set_write_timeout(Some(endpoint.timeout))
                     .map_err(Failure::unanswered)?;
+                // A request is far smaller than the socket's send buffer, so `write_all` on
+                // a non-blocking socket does not see `WouldBlock`.
+                stream
+                    .set_nonblocking(self.spin)
+                    .map_err(Failure::unanswered)?;
                 self.buf.clear();
                 self.stream.insert(stream)
             }
@@ -322,10 +367,12 @@ impl Client {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end + 4;
             }
-            let n = stream.read(&mut chunk).map_err(|error| Failure::Io {
-                error,
-                answered: !self.buf.is_empty(),
-            })?;
+            let n = Client::read_some(stream, &mut chunk, self.spin, endpoint.timeout).map_err(
+                |error| Failure::Io {
+                    error,
+                    answered: !self.buf.is_empty(),
+                },
+            )?;
             if n == 0 {
                 return Err(Failure::Io {
                     error: io::ErrorKind::UnexpectedEof.into(),
@@ -336,7 +383,8 @@ impl Client {
         };
         let head = Head::parse(&self.buf[..head_end]).map_err(Failure::Protocol)?;
         while self.buf.len() < head_end + head.content_length {
-            let n = stream.read(&mut chunk).map_err(Failure::answered)?;
+            let n = Client::read_some(stream, &mut chunk, self.spin, endpoint.timeout)
+                .map_err(Failure::answered)?;
             if n == 0 {
                 return Err(Failure::answered(io::ErrorKind::UnexpectedEof.into()));
             }
@@ -716,8 +764,13 @@ fn touch(args: TouchArgs) -> Result<(), String> {
             let action = args.action.clone();
             let pattern = args.count_matching.clone().unwrap_or_default().into_bytes();
             let max_errors = args.max_errors;
+            let spin = args.spin;
             thread::spawn(move || {
-                let mut client = Client::new(endpoint);
+                let mut client = if spin {
+                    Client::spinning(endpoint)
+                } else {
+                    Client::new(endpoint)
+                };
                 let mut histogram = Histogram::<u64>::new(3).expect("histogram");
                 while !progress.stop.load(Ordering::Relaxed) {
                     let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) else {
