@@ -49,6 +49,10 @@ struct Args {
     /// writers it released to write again so they share the next sync; 0 never waits.
     #[arg(long, default_value_t = 500)]
     commit_window_us: u64,
+    /// With --data-dir: the largest zero fill the store writes ahead of its records, so that
+    /// batches overwrite blocks instead of appending (cheaper syncs); 0 turns it off.
+    #[arg(long, default_value_t = 4096)]
+    prefill_kib: u64,
 }
 
 /// Runs `pinion-demo` with the process arguments until SIGINT/SIGTERM.
@@ -83,6 +87,7 @@ pub fn main() -> ExitCode {
         save_interval: Duration::from_millis(args.save_interval_ms),
         store: pinion_storage::Options {
             commit_window_max: Duration::from_micros(args.commit_window_us),
+            prefill_bytes_max: args.prefill_kib << 10,
             ..pinion_storage::Options::default()
         },
         after_store_open: Some(return_free_memory),
