@@ -1622,11 +1622,19 @@ async fn prefiller(inner: Rc<Inner>) {
         let Some((seg, file, from, to)) = job else {
             break;
         };
+        let started = Instant::now();
         let result = write_zeros(&file, from, to).await;
         let mut st = inner.state.borrow_mut();
         st.fill.busy = None;
         match result {
             Ok(()) => {
+                tracing::debug!(
+                    segment = seg,
+                    offset = from,
+                    bytes = to - from,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "pinion-storage: zeros written ahead of the log"
+                );
                 st.fill.end = to;
                 st.fill.last = to - from;
                 st.fill.next = (st.fill.next * 2).min(max);
