@@ -75,6 +75,7 @@
 //! whenever the records come within half the last fill of the zeros' end. A fill starts past
 //! every record appended so far, and the flusher writes no batch over a fill still in flight.
 //! A fill that fails (no space, a file size limit) only costs that segment its overwrites.
+//! When appends move to a new segment, the sealed one is truncated to the end of its records.
 //! Measured with wrk at 64 connections on one `durableCounter`: 35–41k → 47–52k durable
 //! increments/s.
 //!

@@ -1599,9 +1599,24 @@ async fn prefiller(inner: Rc<Inner>) {
             }
             let st = &mut *st;
             if st.fill.seg != st.active {
+                let (sealed, filled) = (st.fill.seg, st.fill.end);
                 let waker = st.fill.waker.take();
                 st.fill = Fill::new(st.active, 0, &inner.options);
                 st.fill.waker = waker;
+                // The segment appends left is sealed: cut the zeros past its last record, or
+                // they would stay on disk until compaction deletes the segment. (Its batches
+                // still being written lie below that end; a crash before the cut is durable
+                // leaves zeros, which recovery reads as the end.)
+                if let (Some(file), Some(stat)) =
+                    (st.files.get(&sealed), st.index.segs.get(&sealed))
+                    && filled > stat.bytes
+                {
+                    return Poll::Ready(Some(Job::Cut {
+                        seg: sealed,
+                        file: file.clone(),
+                        len: stat.bytes,
+                    }));
+                }
             }
             if let Some(file) = st.files.get(&st.active)
                 && st.fill.wanted(st.active, st.active_size)
@@ -1612,15 +1627,36 @@ async fn prefiller(inner: Rc<Inner>) {
                 let to = (from + st.fill.next).min(inner.options.segment_bytes_max);
                 if to > from {
                     st.fill.busy = Some((from, to));
-                    return Poll::Ready(Some((st.active, file.clone(), from, to)));
+                    return Poll::Ready(Some(Job::Fill {
+                        seg: st.active,
+                        file: file.clone(),
+                        from,
+                        to,
+                    }));
                 }
             }
             st.fill.waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await;
-        let Some((seg, file, from, to)) = job else {
-            break;
+        let (seg, file, from, to) = match job {
+            None => break,
+            Some(Job::Cut { seg, file, len }) => {
+                if let Err(error) = file.truncate(len).await {
+                    tracing::warn!(
+                        segment = %segment_path(&inner.dir, seg).display(),
+                        %error,
+                        "pinion-storage: cutting the zeros after a sealed segment's records failed"
+                    );
+                }
+                continue;
+            }
+            Some(Job::Fill {
+                seg,
+                file,
+                from,
+                to,
+            }) => (seg, file, from, to),
         };
         let started = Instant::now();
         let result = write_zeros(&file, from, to).await;
@@ -1656,6 +1692,23 @@ async fn prefiller(inner: Rc<Inner>) {
             waker.wake();
         }
     }
+}
+
+/// Work for the prefill task.
+enum Job {
+    /// Write zeros over `[from, to)` of the active segment `seg`.
+    Fill {
+        seg: u32,
+        file: Rc<BufferedFile>,
+        from: u64,
+        to: u64,
+    },
+    /// Truncate the sealed segment `seg` to `len`, the end of its records.
+    Cut {
+        seg: u32,
+        file: Rc<BufferedFile>,
+        len: u64,
+    },
 }
 
 /// Writes zeros over `[from, to)` of `file` and makes them durable (blocks and file size), so

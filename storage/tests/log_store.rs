@@ -776,6 +776,65 @@ fn batches_overwrite_the_zeros_written_ahead_and_recovery_ends_the_log_at_them()
 }
 
 #[test]
+fn a_sealed_segment_loses_its_zeros_and_the_active_one_keeps_them() {
+    let tmp = TempDir::new("prefill-roll");
+    let data_dir = tmp.path().to_owned();
+    run(move || async move {
+        let shard = shard_dir(&data_dir, 0, 1);
+        let options = Options {
+            segment_bytes_max: 1 << 20,
+            prefill_bytes_max: 1 << 20,
+            ..quiet()
+        };
+        let store = open(&data_dir, options.clone()).await;
+        let mut i = 0u64;
+        while store.segments().len() < 3 {
+            let seq = store.save_state(i, &state_of(i, 1, 1000)).await.unwrap();
+            store.durable(seq).await.unwrap();
+            i += 1;
+            if i.is_multiple_of(64) {
+                // Give the prefill task turns to keep ahead, as a server's idle moments do.
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert!(store.stats().prefill_bytes > 0);
+        let sealed_end = |store: &LogStore| {
+            store
+                .segments()
+                .into_iter()
+                .filter(|s| !s.active)
+                .map(|s| (s.number, s.bytes))
+                .collect::<Vec<_>>()
+        };
+        let files = segments(&shard);
+        eventually("the sealed segments cut at their records", || {
+            sealed_end(&store)
+                .iter()
+                .zip(&files)
+                .all(|(&(_, bytes), file)| std::fs::metadata(file).unwrap().len() == bytes)
+        })
+        .await;
+        eventually("zeros ahead of the active segment's records", || {
+            let active = store.segments().into_iter().find(|s| s.active).unwrap();
+            std::fs::metadata(files.last().unwrap()).unwrap().len() > active.bytes
+        })
+        .await;
+        store.close().await.unwrap();
+
+        let store = open(&data_dir, options).await;
+        assert_eq!(store.recovered().torn_tail, None);
+        assert_eq!(store.recovered().states, i as usize);
+        for id in [0, i / 2, i - 1] {
+            assert_eq!(
+                store.read_state(id).await.unwrap().unwrap(),
+                state_of(id, 1, 1000)
+            );
+        }
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn corruption_before_the_tail_is_an_error() {
     let tmp = TempDir::new("corrupt");
     let data_dir = tmp.path().to_owned();
