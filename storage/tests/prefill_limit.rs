@@ -5,8 +5,11 @@
 //! whole process.
 
 mod common;
+#[path = "common/fsize.rs"]
+mod fsize;
 
 use common::segments;
+use fsize::{set_file_size_limit, state};
 
 use std::time::{Duration, Instant};
 
@@ -15,23 +18,6 @@ use pinion_storage::{ActorRecord, LogStore, Options, Store};
 
 /// Below the end of the first fill (`PREFILL_FIRST` past the segment's first batch).
 const LIMIT: u64 = 100_000 + 123;
-const STATE_BYTES: usize = 3_000;
-
-fn set_file_size_limit(limit: u64) {
-    let rlimit = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: `rlimit` is a valid, initialised struct for the duration of the call.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
-
-fn state(version: u64) -> Vec<u8> {
-    let mut v = version.to_le_bytes().to_vec();
-    v.resize(STATE_BYTES, (version % 251) as u8);
-    v
-}
 
 async fn save(store: &LogStore, version: u64) -> std::io::Result<()> {
     let seq = store.save_state(7, &state(version)).await?;
@@ -40,9 +26,6 @@ async fn save(store: &LogStore, version: u64) -> std::io::Result<()> {
 
 #[test]
 fn a_failed_zero_fill_leaves_the_store_writing() {
-    // SAFETY: replaces the disposition of one signal that nothing else in this process handles
-    // (at the limit the kernel sends SIGXFSZ, which would end the process).
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let dir = std::env::temp_dir().join(format!(
         "pinion-storage-prefill-limit-{}",
         std::process::id()

@@ -8,8 +8,11 @@
 //! test binary of its own because the limit applies to the whole process.
 
 mod common;
+#[path = "common/fsize.rs"]
+mod fsize;
 
 use common::segments;
+use fsize::{STATE_BYTES, set_file_size_limit, state};
 
 use std::time::Duration;
 
@@ -18,31 +21,9 @@ use pinion_storage::{ActorRecord, LogStore, Options, Store};
 
 /// Where the file size limit is set: inside a batch, not at a record boundary.
 const LIMIT: u64 = 200_000 + 123;
-/// Bytes of each state written.
-const STATE_BYTES: usize = 3_000;
-
-fn set_file_size_limit(limit: u64) {
-    let rlimit = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: `rlimit` is a valid, initialised struct for the duration of the call.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
-
-fn state(version: u64) -> Vec<u8> {
-    let mut v = version.to_le_bytes().to_vec();
-    v.resize(STATE_BYTES, (version % 251) as u8);
-    v
-}
 
 #[test]
 fn a_short_write_fails_its_batch_and_keeps_what_was_acknowledged() {
-    // At the limit the kernel sends SIGXFSZ, which would end the process; ignored, the write is
-    // cut short at the limit and the next one fails with EFBIG.
-    // SAFETY: replaces the disposition of one signal that nothing else in this process handles.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let dir =
         std::env::temp_dir().join(format!("pinion-storage-short-write-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

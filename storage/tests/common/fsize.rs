@@ -1,0 +1,28 @@
+//! `RLIMIT_FSIZE`, for the tests that need the kernel to cut a write short. Those are test
+//! binaries of their own (the limit applies to the whole process) and include this file with
+//! `#[path]`, so that the other binaries do not carry it unused.
+
+/// Bytes of each state the tests write.
+pub const STATE_BYTES: usize = 3_000;
+
+/// Makes a write that crosses `limit` write up to it and the next one fail with `EFBIG`,
+/// instead of ending the process: ignores SIGXFSZ and sets the soft limit (the hard one stays
+/// unlimited, so the limit can be raised again).
+pub fn set_file_size_limit(limit: u64) {
+    // SAFETY: replaces the disposition of one signal that nothing else in this process handles.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `rlimit` is a valid, initialised struct for the duration of the call.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A state of [`STATE_BYTES`] that starts with its version.
+pub fn state(version: u64) -> Vec<u8> {
+    let mut v = version.to_le_bytes().to_vec();
+    v.resize(STATE_BYTES, (version % 251) as u8);
+    v
+}
