@@ -9,18 +9,18 @@ mod common;
 mod fsize;
 
 use common::segments;
-use fsize::{set_file_size_limit, state};
+use fsize::{ACTOR, actor_record, set_file_size_limit, state};
 
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use pinion_storage::{ActorRecord, LogStore, Options, Store};
+use pinion_storage::{LogStore, Options, Store};
 
 /// Below the end of the first fill (`PREFILL_FIRST` past the segment's first batch).
 const LIMIT: u64 = 100_000 + 123;
 
 async fn save(store: &LogStore, version: u64) -> std::io::Result<()> {
-    let seq = store.save_state(7, &state(version)).await?;
+    let seq = store.save_state(ACTOR, &state(version)).await?;
     store.durable(seq).await
 }
 
@@ -44,13 +44,7 @@ fn a_failed_zero_fill_leaves_the_store_writing() {
                 .await
                 .unwrap();
             let shard_dir = store.dir().to_owned();
-            let record = ActorRecord {
-                id: 7,
-                name: "counter".into(),
-                key: vec!["fill".into()],
-                created_ms: 1_700_000_000_000,
-                destroyed_ms: None,
-            };
+            let record = actor_record("fill");
             let seq = store.put_actor(&record).await.unwrap();
             store.durable(seq).await.unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -85,8 +79,8 @@ fn a_failed_zero_fill_leaves_the_store_writing() {
 
             let store = LogStore::open(&data_dir, 0, 1, options).await.unwrap();
             assert_eq!(store.recovered().torn_tail, None);
-            assert_eq!(store.read_actor(7).await.unwrap(), Some(record));
-            assert_eq!(store.read_state(7).await.unwrap().unwrap(), state(last));
+            assert_eq!(store.read_actor(ACTOR).await.unwrap(), Some(record));
+            assert_eq!(store.read_state(ACTOR).await.unwrap().unwrap(), state(last));
             // A new store fills again.
             save(&store, last + 1).await.unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);

@@ -12,12 +12,12 @@ mod common;
 mod fsize;
 
 use common::segments;
-use fsize::{STATE_BYTES, set_file_size_limit, state};
+use fsize::{ACTOR, STATE_BYTES, actor_record, set_file_size_limit, state};
 
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use pinion_storage::{ActorRecord, LogStore, Options, Store};
+use pinion_storage::{LogStore, Options, Store};
 
 /// Where the file size limit is set: inside a batch, not at a record boundary.
 const LIMIT: u64 = 200_000 + 123;
@@ -43,13 +43,7 @@ fn a_short_write_fails_its_batch_and_keeps_what_was_acknowledged() {
                 .await
                 .unwrap();
             let shard_dir = store.dir().to_owned();
-            let record = ActorRecord {
-                id: 7,
-                name: "counter".into(),
-                key: vec!["short".into()],
-                created_ms: 1_700_000_000_000,
-                destroyed_ms: None,
-            };
+            let record = actor_record("short");
             let seq = store.put_actor(&record).await.unwrap();
             store.durable(seq).await.unwrap();
 
@@ -59,7 +53,7 @@ fn a_short_write_fails_its_batch_and_keeps_what_was_acknowledged() {
             let mut acknowledged = 0;
             let mut failure = None;
             for version in 1..=(2 * LIMIT / STATE_BYTES as u64) {
-                let result = match store.save_state(7, &state(version)).await {
+                let result = match store.save_state(ACTOR, &state(version)).await {
                     Ok(seq) => store.durable(seq).await,
                     Err(error) => Err(error),
                 };
@@ -80,13 +74,13 @@ fn a_short_write_fails_its_batch_and_keeps_what_was_acknowledged() {
             let segment = segments(&shard_dir).pop().unwrap();
             assert_eq!(std::fs::metadata(&segment).unwrap().len(), LIMIT);
             // Nothing more is accepted once a write failed, and saying so does not hang.
-            let later = match store.save_state(7, &state(10_000)).await {
+            let later = match store.save_state(ACTOR, &state(10_000)).await {
                 Ok(seq) => store.durable(seq).await,
                 Err(error) => Err(error),
             };
             assert!(later.is_err(), "a write after the failure was acknowledged");
             // Acknowledged writes are still readable in memory.
-            let read = store.read_state(7).await.unwrap().unwrap();
+            let read = store.read_state(ACTOR).await.unwrap().unwrap();
             assert!(u64::from_le_bytes(read[..8].try_into().unwrap()) >= acknowledged);
             let closed = futures_lite::future::or(
                 async {
@@ -108,8 +102,8 @@ fn a_short_write_fails_its_batch_and_keeps_what_was_acknowledged() {
                 store.recovered().torn_tail.is_some(),
                 "the cut batch is a torn tail"
             );
-            assert_eq!(store.read_actor(7).await.unwrap(), Some(record));
-            let read = store.read_state(7).await.unwrap().unwrap();
+            assert_eq!(store.read_actor(ACTOR).await.unwrap(), Some(record));
+            let read = store.read_state(ACTOR).await.unwrap().unwrap();
             assert_eq!(
                 read,
                 state(acknowledged),

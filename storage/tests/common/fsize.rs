@@ -26,3 +26,17 @@ pub fn state(version: u64) -> Vec<u8> {
     v.resize(STATE_BYTES, (version % 251) as u8);
     v
 }
+
+/// The id of the actor whose states the tests write.
+pub const ACTOR: u64 = 7;
+
+/// The directory record of [`ACTOR`], with key `key`.
+pub fn actor_record(key: &str) -> pinion_storage::ActorRecord {
+    pinion_storage::ActorRecord {
+        id: ACTOR,
+        name: "counter".into(),
+        key: vec![key.into()],
+        created_ms: 1_700_000_000_000,
+        destroyed_ms: None,
+    }
+}
