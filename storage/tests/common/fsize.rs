@@ -40,3 +40,22 @@ pub fn actor_record(key: &str) -> pinion_storage::ActorRecord {
         destroyed_ms: None,
     }
 }
+
+/// Runs `test` on a glommio executor of its own with a fresh data directory
+/// (`$TMPDIR/pinion-storage-<name>-<pid>`), removed afterwards.
+pub fn run_in_temp_dir<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let dir = std::env::temp_dir().join(format!("pinion-storage-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data_dir = dir.clone();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || test(data_dir))
+        .unwrap()
+        .join()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
