@@ -129,6 +129,9 @@ impl Server {
                             gathers = stats.gathers,
                             prefill_bytes = stats.prefill_bytes,
                             prefill_failures = stats.prefill_failures,
+                            segments_created = stats.segments_created,
+                            spares_created = stats.spares_created,
+                            spare_failures = stats.spare_failures,
                             compactions = stats.compactions,
                             segments = stats.segments,
                             "store at stop"

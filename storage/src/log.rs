@@ -63,6 +63,11 @@ pub struct Options {
     /// and takes about half as long as an append's (measured here: 235 against 470 µs at the
     /// median). A background task writes and syncs the zeros; recovery reads a zero tail after
     /// the last record as the end of the log. Zero turns it off (every batch appends).
+    ///
+    /// The same task also makes the next segment ahead of need, once the active one is half
+    /// full (see [`Recovered::spare`]): created, filled with [`Options::prefill_bytes_max`] of
+    /// zeros and its name made durable, so that a rollover costs no file creation and no
+    /// directory `fdatasync`, and the new segment's first batches are overwrites too.
     pub prefill_bytes_max: u64,
 }
 
@@ -110,6 +115,11 @@ pub struct Recovered {
     pub last_seq: Seq,
     /// Set when the last segment ended in a partial or corrupt record that was cut off.
     pub torn_tail: Option<TornTail>,
+    /// The segment found after the last one that holds only zeros (or nothing): made ahead of
+    /// need (see [`Options::prefill_bytes_max`]) and not used yet. It is not part of the log
+    /// (the segment before it is the last one for the torn-tail rules) and is kept for the next
+    /// rollover. Further such segments after it are deleted.
+    pub spare: Option<u32>,
 }
 
 /// A torn tail recovery dropped: the bytes from `offset` to the end of segment `segment`.
@@ -137,6 +147,10 @@ pub struct Stats {
     /// ([`Options::commit_window_max`]).
     pub gathers: u64,
     pub segments_created: u64,
+    /// Of those, the ones made ahead of need (see [`Options::prefill_bytes_max`]).
+    pub spares_created: u64,
+    /// Attempts to make a segment ahead of need that failed (the rollover then creates it).
+    pub spare_failures: u64,
     /// Zero bytes written ahead of the records ([`Options::prefill_bytes_max`]).
     pub prefill_bytes: u64,
     /// Zero fills that failed (each leaves its segment's batches appending).
@@ -221,7 +235,19 @@ struct State {
     /// Set when a write or sync failed: nothing more can be made durable.
     poisoned: Option<(io::ErrorKind, String)>,
     fill: Fill,
+    /// The next segment, made ahead of need by the prefill task.
+    spare: Option<Spare>,
     stats: Stats,
+}
+
+/// The segment after the active one, created by the prefill task before appends reach it: its
+/// file exists, its name is durable, and its first `end` bytes are zeros made durable.
+struct Spare {
+    seg: u32,
+    /// `None` while the prefill task is still making it: a rollover to `seg` waits for it
+    /// (creating the file itself would collide with the one being made).
+    file: Option<Rc<BufferedFile>>,
+    end: u64,
 }
 
 /// The zeros written ahead of the active segment's records (see [`Options::prefill_bytes_max`]).
@@ -240,6 +266,10 @@ struct Fill {
     next: u64,
     /// A fill of this segment failed (no space, a file size limit): batches append.
     failed: bool,
+    /// The segment after this one was made ahead of need, or that was tried and failed.
+    spare_tried: bool,
+    /// Once this segment's records reach this size (half a segment), the next one is made.
+    spare_at: u64,
     /// The prefill task, while it waits for work.
     waker: Option<Waker>,
 }
@@ -253,8 +283,20 @@ impl Fill {
             last: PREFILL_FIRST.min(options.prefill_bytes_max),
             next: PREFILL_FIRST.min(options.prefill_bytes_max),
             failed: false,
+            spare_tried: false,
+            spare_at: options.segment_bytes_max / 2,
             waker: None,
         }
+    }
+
+    /// The fill of a segment made ahead of need, whose first `end` bytes are zeros already.
+    fn ahead(seg: u32, end: u64, options: &Options) -> Fill {
+        let mut fill = Fill::new(seg, end, options);
+        if end > 0 {
+            fill.last = end;
+            fill.next = (end * 2).min(options.prefill_bytes_max).max(fill.next);
+        }
+        fill
     }
 
     /// Whether `[from, to)` of `seg` overlaps the fill being written.
@@ -262,11 +304,13 @@ impl Fill {
         self.seg == seg && self.busy.is_some_and(|(a, b)| from < b && a < to)
     }
 
-    /// Whether the prefill task may have work: the active segment changed, or its records came
-    /// within half the last fill of the zeros' end.
+    /// Whether the prefill task may have work: the active segment changed, its records came
+    /// within half the last fill of the zeros' end, or they reached half the segment and the
+    /// next one is not made yet.
     fn wanted(&self, active: u32, active_size: u64) -> bool {
         self.seg != active
             || (!self.failed && self.busy.is_none() && active_size + self.last / 2 >= self.end)
+            || (!self.spare_tried && active_size >= self.spare_at)
     }
 }
 
@@ -633,6 +677,78 @@ async fn read_tail(
     Ok(tail)
 }
 
+/// Takes the segments made ahead of need (see [`Spare`]) off the end of `segments`: those after
+/// the last one with a byte that is not zero (the last one always stays, as a fresh store's
+/// first segment may hold nothing yet). The first of them, when it directly follows the last
+/// segment, is returned as the spare; any others are deleted (only one is ever made at a time,
+/// so they are left from an interrupted rollover, e.g. a segment whose first batch never made
+/// it to disk, made again).
+async fn find_spare(
+    dir: &Path,
+    segments: &mut Vec<u32>,
+    chunk: usize,
+) -> io::Result<Option<Spare>> {
+    let mut empty = Vec::new();
+    while segments.len() > 1 {
+        let seg = *segments.last().expect("more than one");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(segment_path(dir, seg))
+            .await?;
+        let size = file.file_size().await?;
+        if !holds_only_zeros(&file, size, chunk).await? {
+            file.close().await?;
+            break;
+        }
+        segments.pop();
+        empty.push((seg, file, size));
+    }
+    let last = *segments.last().unwrap_or(&0);
+    let mut spare = None;
+    let mut deleted = false;
+    // Lowest first: the one right after the last segment is the spare.
+    for (seg, file, size) in empty.into_iter().rev() {
+        if spare.is_none() && seg == last + 1 {
+            advise_random(&file);
+            spare = Some(Spare {
+                seg,
+                file: Some(Rc::new(file)),
+                end: size,
+            });
+            continue;
+        }
+        file.close().await?;
+        let path = segment_path(dir, seg);
+        tracing::info!(segment = %path.display(), "pinion-storage: deleting a second empty segment after the log");
+        std::fs::remove_file(&path)?;
+        deleted = true;
+    }
+    if deleted {
+        Directory::open(dir).await?.sync().await?;
+    }
+    Ok(spare)
+}
+
+/// Whether the first `size` bytes of `file` are all zeros. Stops at the first piece that is not
+/// (a segment in use has its header record at offset 0, so that is the first page).
+async fn holds_only_zeros(file: &BufferedFile, size: u64, chunk: usize) -> io::Result<bool> {
+    let mut at = 0;
+    let mut piece = 4096;
+    while at < size {
+        let read = file.read_at(at, piece.min(size - at) as usize).await?;
+        if read.is_empty() {
+            break;
+        }
+        if read.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += read.len() as u64;
+        piece = chunk as u64;
+    }
+    Ok(true)
+}
+
 /// Tells the kernel that reads of `file` are random point reads (waking an actor reads one
 /// record), so it does not read ahead around each: a cold read then costs one page from the
 /// device, not a readahead window. (Recovery and compaction read in large explicit chunks.)
@@ -739,11 +855,13 @@ impl LogStore {
         let lock = lock_dir(&dir)?;
         let dir_handle = Directory::open(&dir).await?;
         let (shard, shards) = (shard as u32, shards as u32);
-        let segments = list_segments(&dir)?;
+        let mut segments = list_segments(&dir)?;
+        let spare = find_spare(&dir, &mut segments, options.read_chunk_bytes).await?;
         let mut index = Index::default();
         let mut files = BTreeMap::new();
         let mut recovered = Recovered {
             segments: segments.len(),
+            spare: spare.as_ref().map(|s| s.seg),
             ..Recovered::default()
         };
         let mut last_seq: Seq = 0;
@@ -899,6 +1017,7 @@ impl LogStore {
             compacting: false,
             poisoned: None,
             fill: Fill::new(active, active_filled, &options),
+            spare,
             stats: Stats::default(),
         };
         let inner = Rc::new(Inner {
@@ -1009,8 +1128,12 @@ impl LogStore {
             Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
             None => Ok(()),
         };
-        let files = std::mem::take(&mut self.inner.state.borrow_mut().files);
-        for (_, file) in files {
+        let (files, spare) = {
+            let mut st = self.inner.state.borrow_mut();
+            (std::mem::take(&mut st.files), st.spare.take())
+        };
+        let spare = spare.and_then(|s| s.file).map(|file| (0, file));
+        for (_, file) in files.into_iter().chain(spare) {
             if let Ok(file) = Rc::try_unwrap(file) {
                 file.close().await?;
             }
@@ -1523,7 +1646,32 @@ async fn flusher(inner: Rc<Inner>) {
 }
 
 async fn write_batch(inner: &Inner, seg: u32, start: u64, mut buf: Vec<u8>) -> io::Result<()> {
-    let existing = inner.state.borrow().files.get(&seg).cloned();
+    let existing = poll_fn(|cx| {
+        let mut st = inner.state.borrow_mut();
+        if let Some(file) = st.files.get(&seg) {
+            return Poll::Ready(Some(file.clone()));
+        }
+        let Some(spare) = st.spare.as_ref().filter(|spare| spare.seg == seg) else {
+            return Poll::Ready(None);
+        };
+        match spare.file.clone() {
+            Some(file) => {
+                // Made ahead of need: its name is durable and its first bytes are zeros. The
+                // prefill task picks up its fill when it sees the active segment changed.
+                st.files.insert(seg, file.clone());
+                if let Some(waker) = st.fill.waker.take() {
+                    waker.wake();
+                }
+                Poll::Ready(Some(file))
+            }
+            None => {
+                // The prefill task is making it and wakes the flusher when done.
+                st.flusher = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await;
     let file = match existing {
         Some(file) => file,
         None => {
@@ -1601,7 +1749,24 @@ async fn prefiller(inner: Rc<Inner>) {
             if st.fill.seg != st.active {
                 let (sealed, filled) = (st.fill.seg, st.fill.end);
                 let waker = st.fill.waker.take();
-                st.fill = Fill::new(st.active, 0, &inner.options);
+                // The new segment was made ahead of need (this task makes the spare, so it is
+                // finished by now): its zeros are there already.
+                let ahead = match &st.spare {
+                    Some(Spare {
+                        seg,
+                        file: Some(file),
+                        end,
+                    }) if *seg == st.active => Some((file.clone(), *end)),
+                    _ => None,
+                };
+                st.fill = match ahead {
+                    Some((file, end)) => {
+                        st.spare = None;
+                        st.files.entry(st.active).or_insert(file);
+                        Fill::ahead(st.active, end, &inner.options)
+                    }
+                    None => Fill::new(st.active, 0, &inner.options),
+                };
                 st.fill.waker = waker;
                 // The segment appends left is sealed: cut the zeros past its last record, or
                 // they would stay on disk until compaction deletes the segment. (Its batches
@@ -1635,12 +1800,62 @@ async fn prefiller(inner: Rc<Inner>) {
                     }));
                 }
             }
+            if !st.fill.spare_tried && st.active_size >= st.fill.spare_at && st.spare.is_none() {
+                st.fill.spare_tried = true;
+                let seg = st.active + 1;
+                if !st.files.contains_key(&seg) {
+                    st.spare = Some(Spare {
+                        seg,
+                        file: None,
+                        end: 0,
+                    });
+                    return Poll::Ready(Some(Job::Spare { seg }));
+                }
+            }
             st.fill.waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await;
         let (seg, file, from, to) = match job {
             None => break,
+            Some(Job::Spare { seg }) => {
+                let len = max.min(inner.options.segment_bytes_max);
+                let started = Instant::now();
+                let result = make_spare(&inner, seg, len).await;
+                let mut st = inner.state.borrow_mut();
+                match result {
+                    Ok(file) => {
+                        tracing::debug!(
+                            segment = seg,
+                            bytes = len,
+                            elapsed_us = started.elapsed().as_micros() as u64,
+                            "pinion-storage: next segment made ahead of need"
+                        );
+                        st.spare = Some(Spare {
+                            seg,
+                            file: Some(Rc::new(file)),
+                            end: len,
+                        });
+                        st.stats.segments_created += 1;
+                        st.stats.spares_created += 1;
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            segment = %segment_path(&inner.dir, seg).display(),
+                            %error,
+                            "pinion-storage: making the next segment ahead of need failed; the \
+                             rollover creates it instead"
+                        );
+                        st.spare = None;
+                        st.stats.spare_failures += 1;
+                    }
+                }
+                // A rollover to `seg` may be waiting for it (see `write_batch`).
+                if let Some(waker) = st.flusher.take() {
+                    waker.wake();
+                }
+                continue;
+            }
             Some(Job::Cut { seg, file, len }) => {
                 if let Err(error) = file.truncate(len).await {
                     tracing::warn!(
@@ -1694,6 +1909,42 @@ async fn prefiller(inner: Rc<Inner>) {
     }
 }
 
+/// Creates segment `seg` ahead of need with `len` bytes of zeros, all durable (data, size and
+/// name). On failure the file is removed again, so that the rollover can create it.
+async fn make_spare(inner: &Inner, seg: u32, len: u64) -> io::Result<BufferedFile> {
+    let path = segment_path(&inner.dir, seg);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .buffered_open(&path)
+        .await?;
+    let made = async {
+        write_zeros(&file, 0, len).await?;
+        inner.dir_handle.sync().await?;
+        io::Result::Ok(())
+    }
+    .await;
+    match made {
+        Ok(()) => {
+            advise_random(&file);
+            Ok(file)
+        }
+        Err(error) => {
+            let _ = file.close().await;
+            if let Err(remove) = std::fs::remove_file(&path) {
+                tracing::error!(
+                    segment = %path.display(),
+                    error = %remove,
+                    "pinion-storage: removing a segment that could not be made ahead of need \
+                     failed; the rollover to it will fail"
+                );
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Work for the prefill task.
 enum Job {
     /// Write zeros over `[from, to)` of the active segment `seg`.
@@ -1703,6 +1954,8 @@ enum Job {
         from: u64,
         to: u64,
     },
+    /// Make segment `seg` (the one after the active one) ahead of need: see [`Spare`].
+    Spare { seg: u32 },
     /// Truncate the sealed segment `seg` to `len`, the end of its records.
     Cut {
         seg: u32,
