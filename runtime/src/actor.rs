@@ -1118,8 +1118,14 @@ pub(crate) struct ActorCell<A: Actor> {
 
 /// Where an awake actor is in its life, as the shard's saver, sleep timer and output gate see it.
 pub(crate) struct Life {
-    /// The state may differ from the last snapshot written.
-    pub(crate) dirty: Cell<bool>,
+    /// State changes so far (a counter): the state may differ from the last snapshot written
+    /// while it is ahead of `saved_changes`.
+    pub(crate) changes: Cell<u64>,
+    /// The value of `changes` the newest snapshot appended to the store covers. Advanced only
+    /// once that snapshot is in the store (its sequence number known), never when it is taken:
+    /// a change made before a snapshot whose append is still waiting (back-pressure) is not yet
+    /// covered by any sequence number, so a durable reply for it must not skip its own save.
+    pub(crate) saved_changes: Cell<u64>,
     /// A save timer is pending for this actor.
     pub(crate) save_queued: Cell<bool>,
     /// The last time an action, hook, request or connection touched the actor.
@@ -1144,9 +1150,20 @@ pub(crate) struct Life {
 }
 
 impl Life {
+    /// Notes a change of the state.
+    pub(crate) fn change(&self) {
+        self.changes.set(self.changes.get() + 1);
+    }
+
+    /// Whether the state may differ from the last snapshot appended to the store.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.changes.get() != self.saved_changes.get()
+    }
+
     fn new(saved_hash: u64, observed_hash: u64) -> Life {
         Life {
-            dirty: Cell::new(false),
+            changes: Cell::new(0),
+            saved_changes: Cell::new(0),
             save_queued: Cell::new(false),
             last_active: Cell::new(sys::now()),
             retired: Cell::new(false),
@@ -1187,7 +1204,7 @@ impl<A: Actor> ActorCell<A> {
         if life.retired.get() {
             return;
         }
-        life.dirty.set(true);
+        life.change();
         if !life.save_queued.get()
             && let Some(shard) = self.client.shard.upgrade()
         {

@@ -313,7 +313,7 @@ impl Shard {
         // A change made while starting (`on_create`, `on_wake`) could not queue its save yet
         // (no epoch); queue it now for this incarnation.
         instance.life().save_queued.set(false);
-        if instance.life().dirty.get() {
+        if instance.life().is_dirty() {
             self.queue_save_of(&instance);
         }
         self.actors.borrow_mut().insert(id, instance);
@@ -373,30 +373,39 @@ impl Shard {
     /// the actor's last write.
     pub(crate) async fn save(&self, actor: &Rc<dyn ActorObject>) -> io::Result<Seq> {
         let life = actor.life();
-        if !life.dirty.get() {
+        // The changes this snapshot covers. Another save of this actor may be waiting for room
+        // in the store meanwhile (back-pressure), with a snapshot that covers them too; but
+        // until it is appended it has no sequence number to wait for, so this save goes on.
+        let covers = life.changes.get();
+        if covers == life.saved_changes.get() {
             return Ok(life.write_seq.get());
         }
         let mut snapshot = std::mem::take(&mut *self.snapshot_buf.borrow_mut());
-        life.dirty.set(false);
         if let Err(error) = actor.snapshot(&mut snapshot) {
-            life.dirty.set(true);
             return Err(io::Error::other(error));
         }
         let hash = hash_bytes(&snapshot);
         let result = if hash == life.saved_hash.get() {
+            // The same bytes as the newest snapshot appended, whose sequence number (or a
+            // later one) is in `write_seq`.
+            if covers > life.saved_changes.get() {
+                life.saved_changes.set(covers);
+            }
             Ok(life.write_seq.get())
         } else {
             let id = actor.info().actor_id().0;
             match self.store.save_state(id, &snapshot).await {
                 Ok(seq) => {
-                    life.saved_hash.set(hash);
+                    // Saves of one actor are appended in call order (admission is FIFO), but
+                    // their tasks may resume in any order: only the newest sets the hash.
+                    if covers > life.saved_changes.get() {
+                        life.saved_changes.set(covers);
+                        life.saved_hash.set(hash);
+                    }
                     life.write_seq.set(life.write_seq.get().max(seq));
                     Ok(life.write_seq.get())
                 }
-                Err(error) => {
-                    life.dirty.set(true);
-                    Err(error)
-                }
+                Err(error) => Err(error),
             }
         };
         snapshot.clear();

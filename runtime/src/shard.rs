@@ -268,7 +268,7 @@ impl Shard {
             RivetError::internal()
         };
         self.store.put_actor(&record).await.map_err(store_error)?;
-        instance.life().dirty.set(true);
+        instance.life().change();
         let seq = self.save(&instance).await.map_err(store_error)?;
         self.install(instance);
         drop(guard);
