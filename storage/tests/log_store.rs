@@ -825,16 +825,7 @@ fn a_sealed_segment_loses_its_zeros_and_the_active_one_keeps_them() {
         .await;
         store.close().await.unwrap();
 
-        let store = open(&data_dir, options).await;
-        assert_eq!(store.recovered().torn_tail, None);
-        assert_eq!(store.recovered().states, i as usize);
-        for id in [0, i / 2, i - 1] {
-            assert_eq!(
-                store.read_state(id).await.unwrap().unwrap(),
-                state_of(id, 1, 1000)
-            );
-        }
-        store.close().await.unwrap();
+        reopens_clean_with(&data_dir, options, i).await;
     });
 }
 
@@ -846,6 +837,21 @@ fn segment_file(shard: &Path, number: u32) -> PathBuf {
 fn active_segment(store: &LogStore) -> (u32, u64) {
     let active = store.segments().into_iter().find(|s| s.active);
     active.map_or((0, 0), |s| (s.number, s.bytes))
+}
+
+/// Opens the store again and checks it recovers without a torn tail, with the 1,000-byte states
+/// of actors `0..states` (the first, middle and last read back).
+async fn reopens_clean_with(data_dir: &Path, options: Options, states: u64) {
+    let store = open(data_dir, options).await;
+    assert_eq!(store.recovered().torn_tail, None);
+    assert_eq!(store.recovered().states, states as usize);
+    for id in [0, states / 2, states - 1] {
+        assert_eq!(
+            store.read_state(id).await.unwrap().unwrap(),
+            state_of(id, 1, 1000)
+        );
+    }
+    store.close().await.unwrap();
 }
 
 /// Durable writes of 1,000-byte states from `*i` on, until `done`.
@@ -911,16 +917,7 @@ fn the_next_segment_is_made_ahead_and_the_rollover_writes_over_its_zeros() {
             PREFILL_FIRST
         );
         store.close().await.unwrap();
-        let store = open(&data_dir, options).await;
-        assert_eq!(store.recovered().torn_tail, None);
-        assert_eq!(store.recovered().states, i as usize);
-        for id in [0, i / 2, i - 1] {
-            assert_eq!(
-                store.read_state(id).await.unwrap().unwrap(),
-                state_of(id, 1, 1000)
-            );
-        }
-        store.close().await.unwrap();
+        reopens_clean_with(&data_dir, options, i).await;
     });
 }
 
