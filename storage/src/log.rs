@@ -308,9 +308,17 @@ impl Fill {
     /// within half the last fill of the zeros' end, or they reached half the segment and the
     /// next one is not made yet.
     fn wanted(&self, active: u32, active_size: u64) -> bool {
-        self.seg != active
-            || (!self.failed && self.busy.is_none() && active_size + self.last / 2 >= self.end)
-            || (!self.spare_tried && active_size >= self.spare_at)
+        self.seg != active || self.fill_due(active_size) || self.spare_due(active_size)
+    }
+
+    /// Whether the records came within half the last fill of the zeros' end.
+    fn fill_due(&self, active_size: u64) -> bool {
+        !self.failed && self.busy.is_none() && active_size + self.last / 2 >= self.end
+    }
+
+    /// Whether the records reached half the segment and the next one was not tried yet.
+    fn spare_due(&self, active_size: u64) -> bool {
+        !self.spare_tried && active_size >= self.spare_at
     }
 }
 
@@ -1784,7 +1792,7 @@ async fn prefiller(inner: Rc<Inner>) {
                 }
             }
             if let Some(file) = st.files.get(&st.active)
-                && st.fill.wanted(st.active, st.active_size)
+                && st.fill.fill_due(st.active_size)
             {
                 // Past every record appended so far, so no batch written or queued before
                 // this fill overlaps it; later ones that do wait for it (see `Fill::busy`).
@@ -1800,7 +1808,7 @@ async fn prefiller(inner: Rc<Inner>) {
                     }));
                 }
             }
-            if !st.fill.spare_tried && st.active_size >= st.fill.spare_at && st.spare.is_none() {
+            if st.fill.spare_due(st.active_size) && st.spare.is_none() {
                 st.fill.spare_tried = true;
                 let seg = st.active + 1;
                 if !st.files.contains_key(&seg) {

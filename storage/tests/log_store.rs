@@ -885,6 +885,10 @@ fn the_next_segment_is_made_ahead_and_the_rollover_writes_over_its_zeros() {
         let spare = segment_file(&shard, first + 1);
         eventually("the next segment made ahead", || spare.exists()).await;
         eventually("its zeros", || store.stats().spares_created == 1).await;
+        // Made without filling the rest of the active segment first: the fills still only keep
+        // ahead of the records (at most one fill past half the segment).
+        let filled = store.stats().prefill_bytes;
+        assert!(filled <= (1 << 19) + PREFILL_FIRST + 16 * 1024, "{filled}");
         let bytes = std::fs::read(&spare).unwrap();
         assert_eq!(bytes.len() as u64, PREFILL_FIRST);
         assert!(bytes.iter().all(|&b| b == 0));
