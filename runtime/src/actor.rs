@@ -1126,6 +1126,9 @@ pub(crate) struct Life {
     /// a change made before a snapshot whose append is still waiting (back-pressure) is not yet
     /// covered by any sequence number, so a durable reply for it must not skip its own save.
     pub(crate) saved_changes: Cell<u64>,
+    /// Saves of this actor appended or waiting to be (between their snapshot and their sequence
+    /// number). While one is, `saved_hash` may not be the newest snapshot's that will be on disk.
+    pub(crate) saves_in_flight: Cell<u32>,
     /// A save timer is pending for this actor.
     pub(crate) save_queued: Cell<bool>,
     /// The last time an action, hook, request or connection touched the actor.
@@ -1164,6 +1167,7 @@ impl Life {
         Life {
             changes: Cell::new(0),
             saved_changes: Cell::new(0),
+            saves_in_flight: Cell::new(0),
             save_queued: Cell::new(false),
             last_active: Cell::new(sys::now()),
             retired: Cell::new(false),

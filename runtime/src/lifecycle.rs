@@ -385,16 +385,20 @@ impl Shard {
             return Err(io::Error::other(error));
         }
         let hash = hash_bytes(&snapshot);
-        let result = if hash == life.saved_hash.get() {
+        let result = if hash == life.saved_hash.get() && life.saves_in_flight.get() == 0 {
             // The same bytes as the newest snapshot appended, whose sequence number (or a
-            // later one) is in `write_seq`.
+            // later one) is in `write_seq`. (With a save in flight, its different bytes would
+            // land after them: this one is written again instead.)
             if covers > life.saved_changes.get() {
                 life.saved_changes.set(covers);
             }
             Ok(life.write_seq.get())
         } else {
             let id = actor.info().actor_id().0;
-            match self.store.save_state(id, &snapshot).await {
+            let in_flight = SaveInFlight::new(life);
+            let saved = self.store.save_state(id, &snapshot).await;
+            drop(in_flight);
+            match saved {
                 Ok(seq) => {
                     // Saves of one actor are appended in call order (admission is FIFO), but
                     // their tasks may resume in any order: only the newest sets the hash.
@@ -735,5 +739,22 @@ impl Shard {
         if let Err(error) = self.store.flush().await {
             tracing::error!(%error, "flushing the store at stop failed");
         }
+    }
+}
+
+/// Counts one save of an actor in flight (`Life::saves_in_flight`) while it lives, including
+/// when the saving call is dropped half-way.
+struct SaveInFlight<'a>(&'a crate::actor::Life);
+
+impl<'a> SaveInFlight<'a> {
+    fn new(life: &'a crate::actor::Life) -> SaveInFlight<'a> {
+        life.saves_in_flight.set(life.saves_in_flight.get() + 1);
+        SaveInFlight(life)
+    }
+}
+
+impl Drop for SaveInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.saves_in_flight.set(self.0.saves_in_flight.get() - 1);
     }
 }
