@@ -86,7 +86,8 @@
 //! made waits for it; if making it failed, the file is removed and the rollover creates the
 //! segment as before. Measured (`bench_rollover_latency`: one 4 000-byte durable write at a time,
 //! 1 MiB segments, 60 rollovers): the write that starts a segment took p50 1.66–1.72 ms, p90
-//! 2.2–2.7 ms without the spare, and p50 479–514 µs, p90 609–644 µs with it.
+//! 2.2–2.7 ms without the spare, and p50 479–514 µs, p90 609–644 µs with it (re-measured later
+//! at a slower moment of this VM: 1.65 ms against 609–666 µs).
 //!
 //! Bounds: [`Options::batch_bytes_max`] bytes waiting for the flusher (1 MiB) and
 //! [`Options::waiters_max`] tasks in `durable` (16 384); beyond either, appends wait (in a FIFO of
