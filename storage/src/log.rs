@@ -693,6 +693,7 @@ async fn read_tail(
 /// it to disk, made again).
 async fn find_spare(
     dir: &Path,
+    dir_handle: &Directory,
     segments: &mut Vec<u32>,
     chunk: usize,
 ) -> io::Result<Option<Spare>> {
@@ -733,7 +734,7 @@ async fn find_spare(
         deleted = true;
     }
     if deleted {
-        Directory::open(dir).await?.sync().await?;
+        dir_handle.sync().await?;
     }
     Ok(spare)
 }
@@ -864,7 +865,7 @@ impl LogStore {
         let dir_handle = Directory::open(&dir).await?;
         let (shard, shards) = (shard as u32, shards as u32);
         let mut segments = list_segments(&dir)?;
-        let spare = find_spare(&dir, &mut segments, options.read_chunk_bytes).await?;
+        let spare = find_spare(&dir, &dir_handle, &mut segments, options.read_chunk_bytes).await?;
         let mut index = Index::default();
         let mut files = BTreeMap::new();
         let mut recovered = Recovered {

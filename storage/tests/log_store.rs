@@ -788,15 +788,7 @@ fn a_sealed_segment_loses_its_zeros_and_the_active_one_keeps_them() {
         };
         let store = open(&data_dir, options.clone()).await;
         let mut i = 0u64;
-        while store.segments().len() < 3 {
-            let seq = store.save_state(i, &state_of(i, 1, 1000)).await.unwrap();
-            store.durable(seq).await.unwrap();
-            i += 1;
-            if i.is_multiple_of(64) {
-                // Give the prefill task turns to keep ahead, as a server's idle moments do.
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
-        }
+        write_until(&store, &mut i, |s| s.segments().len() >= 3).await;
         assert!(store.stats().prefill_bytes > 0);
         let sealed_end = |store: &LogStore| {
             store
@@ -854,6 +846,15 @@ async fn reopens_clean_with(data_dir: &Path, options: Options, states: u64) {
     store.close().await.unwrap();
 }
 
+/// 1 MiB segments with fills (and spares) of [`PREFILL_FIRST`], for the spare tests.
+fn spare_options() -> Options {
+    Options {
+        segment_bytes_max: 1 << 20,
+        prefill_bytes_max: PREFILL_FIRST,
+        ..quiet()
+    }
+}
+
 /// Durable writes of 1,000-byte states from `*i` on, until `done`.
 async fn write_until(store: &LogStore, i: &mut u64, mut done: impl FnMut(&LogStore) -> bool) {
     while !done(store) {
@@ -873,11 +874,7 @@ fn the_next_segment_is_made_ahead_and_the_rollover_writes_over_its_zeros() {
     let data_dir = tmp.path().to_owned();
     run(move || async move {
         let shard = shard_dir(&data_dir, 0, 1);
-        let options = Options {
-            segment_bytes_max: 1 << 20,
-            prefill_bytes_max: PREFILL_FIRST,
-            ..quiet()
-        };
+        let options = spare_options();
         let store = open(&data_dir, options.clone()).await;
         let mut i = 0u64;
         write_until(&store, &mut i, |s| active_segment(s).1 >= 1 << 19).await;
@@ -931,11 +928,7 @@ fn a_torn_tail_before_the_segments_made_ahead_is_recovered() {
     let data_dir = tmp.path().to_owned();
     run(move || async move {
         let shard = shard_dir(&data_dir, 0, 1);
-        let options = Options {
-            segment_bytes_max: 1 << 20,
-            prefill_bytes_max: PREFILL_FIRST,
-            ..quiet()
-        };
+        let options = spare_options();
         let store = open(&data_dir, options.clone()).await;
         let mut i = 0u64;
         write_until(&store, &mut i, |s| {
