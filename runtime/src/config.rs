@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// How a server runs.
@@ -52,7 +53,15 @@ pub struct Config {
     /// serves. `pinion-demo` uses it to hand the memory recovery freed back to the OS at once
     /// (its allocator, mimalloc, would otherwise keep it until that thread allocates again).
     pub after_store_open: Option<fn()>,
+    /// Wraps each shard's store once it is open, before the shard serves: the storage seam for
+    /// fault injection, tracing and tests (a test holds saves back to check that no durable
+    /// reply leaves before its write). The wrapper must keep the [`pinion_storage::Store`]
+    /// contract: writes applied in call order, `durable` only once they are on disk.
+    pub wrap_store: Option<WrapStore>,
 }
+
+/// See [`Config::wrap_store`].
+pub type WrapStore = fn(Rc<dyn pinion_storage::Store>) -> Rc<dyn pinion_storage::Store>;
 
 /// The socket layer under the HTTP stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +90,7 @@ impl Default for Config {
             store: pinion_storage::Options::default(),
             limits: Limits::default(),
             after_store_open: None,
+            wrap_store: None,
         }
     }
 }

@@ -32,11 +32,12 @@ pub use actor::{
     RawRequest, RawResponse, Rest, UserError,
 };
 pub use client::{ActorHandle, CallError, Client, join_all};
-pub use config::{Config, Limits, NetDriver};
+pub use config::{Config, Limits, NetDriver, WrapStore};
 pub use conn::{Conn, ConnId, Conns};
 pub use persist::Persist;
 /// The raw WebSocket API for [`Actor::on_websocket`], from `pinion-net`.
 pub use pinion_net::server::{WsClose, WsMessage, WsSender, WsSession};
+pub use pinion_storage;
 pub use placement::ActorId;
 pub use protocol::RivetError;
 pub use registry::Registry;

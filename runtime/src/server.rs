@@ -81,7 +81,10 @@ impl Server {
                 .spawn(move || async move {
                     let config = Rc::new(config);
                     let store = match open_store(&config, index, shard_count).await {
-                        Ok(store) => store,
+                        Ok(store) => match config.wrap_store {
+                            Some(wrap) => wrap(store),
+                            None => store,
+                        },
                         Err(error) => {
                             let _ = ready_tx.send(Err(error));
                             return;

@@ -4,19 +4,25 @@
 //! Crash and restart tests run the demo server as a child process (`demo-server`, this package's
 //! copy of `pinion-demo`) on a data directory under the system temp dir, and kill it for real.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pinion_runtime::pinion_storage::{
+    ActorEntry, ActorRecord, ScheduleEntry, Seq, Stats, Store, StoreFuture,
+};
 use pinion_runtime::{
     ActionCtx, ActionResult, Actions, Actor, ActorInfo, ActorOptions, Config, Registry, Server,
-    Value,
+    Value, sys,
 };
 use pinion_tests::ws::Ws;
 use pinion_tests::{Conn, Rivet, start_with, test_config};
@@ -889,4 +895,300 @@ fn sleep_requested_over_a_connection_answers_and_keeps_state() {
             json!({"state": 2, "vars": 0, "wakes": 2})
         );
     });
+}
+
+// ---- The output gate while saves wait for the store ----
+
+/// Set: [`HeldSaves`] holds every state save back (in call order) until it is cleared, as a
+/// store under admission back-pressure does.
+static HOLD_SAVES: AtomicBool = AtomicBool::new(false);
+/// Saves [`HeldSaves`] has held back so far.
+static SAVES_HELD: AtomicUsize = AtomicUsize::new(0);
+/// `racer.bump` calls that have changed the state so far.
+static BUMPS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The first `racer.bump` of a pair, waiting for the second (on the shard's thread).
+    static PAIR_WAITER: std::cell::RefCell<Option<std::task::Waker>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A store that holds state saves back while [`HOLD_SAVES`] is set, then passes them on in
+/// call order; everything else goes straight through.
+struct HeldSaves {
+    inner: Rc<dyn Store>,
+    issued: Cell<u64>,
+    served: Cell<u64>,
+}
+
+impl HeldSaves {
+    fn wrap(inner: Rc<dyn Store>) -> Rc<dyn Store> {
+        Rc::new(HeldSaves {
+            inner,
+            issued: Cell::new(0),
+            served: Cell::new(0),
+        })
+    }
+}
+
+impl Store for HeldSaves {
+    fn load_directory(&mut self) -> Vec<ActorRecord> {
+        Rc::get_mut(&mut self.inner)
+            .map(|store| store.load_directory())
+            .unwrap_or_default()
+    }
+    fn actor(&self, id: u64) -> Option<ActorEntry> {
+        self.inner.actor(id)
+    }
+    fn for_each_actor(&self, f: &mut dyn FnMut(u64, &ActorEntry)) {
+        self.inner.for_each_actor(f)
+    }
+    fn read_actor(&self, id: u64) -> StoreFuture<'_, io::Result<Option<ActorRecord>>> {
+        self.inner.read_actor(id)
+    }
+    fn put_actor<'a>(&'a self, record: &'a ActorRecord) -> StoreFuture<'a, io::Result<Seq>> {
+        self.inner.put_actor(record)
+    }
+    fn read_state(&self, id: u64) -> StoreFuture<'_, io::Result<Option<Vec<u8>>>> {
+        self.inner.read_state(id)
+    }
+    fn save_state<'a>(&'a self, id: u64, snapshot: &'a [u8]) -> StoreFuture<'a, io::Result<Seq>> {
+        let ticket = self.issued.get();
+        if !HOLD_SAVES.load(Ordering::SeqCst) && self.served.get() == ticket {
+            return self.inner.save_state(id, snapshot);
+        }
+        self.issued.set(ticket + 1);
+        SAVES_HELD.fetch_add(1, Ordering::SeqCst);
+        StoreFuture::boxed(async move {
+            while HOLD_SAVES.load(Ordering::SeqCst) || self.served.get() != ticket {
+                sys::sleep(Duration::from_millis(1)).await;
+            }
+            // The inner store takes the write in order when it is called, before any await.
+            let saved = self.inner.save_state(id, snapshot);
+            self.served.set(ticket + 1);
+            saved.await
+        })
+    }
+    fn delete_state(&self, id: u64) -> StoreFuture<'_, io::Result<Seq>> {
+        self.inner.delete_state(id)
+    }
+    fn put_schedule<'a>(
+        &'a self,
+        actor: u64,
+        schedule: u64,
+        due_ms: u64,
+        payload: &'a [u8],
+    ) -> StoreFuture<'a, io::Result<Seq>> {
+        self.inner.put_schedule(actor, schedule, due_ms, payload)
+    }
+    fn delete_schedule(&self, actor: u64, schedule: u64) -> StoreFuture<'_, io::Result<Seq>> {
+        self.inner.delete_schedule(actor, schedule)
+    }
+    fn due_schedules(&self, now_ms: u64, limit: usize) -> Vec<ScheduleEntry> {
+        self.inner.due_schedules(now_ms, limit)
+    }
+    fn next_due_ms(&self) -> Option<u64> {
+        self.inner.next_due_ms()
+    }
+    fn schedules_of(&self, actor: u64) -> Vec<ScheduleEntry> {
+        self.inner.schedules_of(actor)
+    }
+    fn schedule(&self, actor: u64, schedule: u64) -> Option<ScheduleEntry> {
+        self.inner.schedule(actor, schedule)
+    }
+    fn read_schedule(
+        &self,
+        actor: u64,
+        schedule: u64,
+    ) -> StoreFuture<'_, io::Result<Option<Vec<u8>>>> {
+        self.inner.read_schedule(actor, schedule)
+    }
+    fn put_meta<'a>(
+        &'a self,
+        actor: u64,
+        key: &'a [u8],
+        value: &'a [u8],
+    ) -> StoreFuture<'a, io::Result<Seq>> {
+        self.inner.put_meta(actor, key, value)
+    }
+    fn delete_meta<'a>(&'a self, actor: u64, key: &'a [u8]) -> StoreFuture<'a, io::Result<Seq>> {
+        self.inner.delete_meta(actor, key)
+    }
+    fn meta_keys(&self, actor: u64) -> Vec<Vec<u8>> {
+        self.inner.meta_keys(actor)
+    }
+    fn read_meta<'a>(
+        &'a self,
+        actor: u64,
+        key: &'a [u8],
+    ) -> StoreFuture<'a, io::Result<Option<Vec<u8>>>> {
+        self.inner.read_meta(actor, key)
+    }
+    fn durable(&self, seq: Seq) -> StoreFuture<'_, io::Result<()>> {
+        self.inner.durable(seq)
+    }
+    fn last_seq(&self) -> Seq {
+        self.inner.last_seq()
+    }
+    fn durable_seq(&self) -> Seq {
+        self.inner.durable_seq()
+    }
+    fn stats(&self) -> Option<Stats> {
+        self.inner.stats()
+    }
+    fn close(&self) -> StoreFuture<'_, io::Result<()>> {
+        self.inner.close()
+    }
+}
+
+/// Behind the output gate; `bump` changes the state, then waits until the other `bump` of its
+/// pair has changed it too, so that both reach the gate together and whichever saves first
+/// writes both changes.
+struct Racer;
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct RacerState {
+    n: i64,
+}
+
+impl Actor for Racer {
+    const NAME: &'static str = "racer";
+    type State = RacerState;
+    type Vars = ();
+    type ConnState = ();
+    const OPTIONS: ActorOptions = ActorOptions {
+        durable_before_reply: true,
+        sleep_timeout: Some(Duration::from_secs(3600)),
+        ..ActorOptions::DEFAULT
+    };
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<RacerState> {
+        Ok(RacerState { n: 0 })
+    }
+    fn create_vars(_: &ActorInfo, _: &RacerState) {}
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action_async("bump", |c, ()| async move {
+                let n = c.state_mut(|s| {
+                    s.n += 1;
+                    s.n
+                });
+                if BUMPS.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+                    // The first of the pair waits for the second.
+                    let mut waiting = false;
+                    std::future::poll_fn(|cx| {
+                        if std::mem::replace(&mut waiting, true) {
+                            return Poll::Ready(());
+                        }
+                        PAIR_WAITER.with(|w| *w.borrow_mut() = Some(cx.waker().clone()));
+                        Poll::Pending
+                    })
+                    .await;
+                } else {
+                    // The second wakes it and lets it finish first: both replies then wait
+                    // at the output gate, and whichever saves first holds both changes.
+                    if let Some(waker) = PAIR_WAITER.with(|w| w.borrow_mut().take()) {
+                        waker.wake();
+                    }
+                    let mut yielded = false;
+                    std::future::poll_fn(|cx| {
+                        if std::mem::replace(&mut yielded, true) {
+                            return Poll::Ready(());
+                        }
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    })
+                    .await;
+                }
+                Ok(n)
+            })
+            .action("set", |c, (n,): (i64,)| {
+                c.state.n = n;
+                Ok(n)
+            })
+            .action("get", |c, ()| Ok(c.state.n));
+    }
+}
+
+/// Waits until [`HeldSaves`] holds more than `held` saves.
+fn wait_for_held_save(held: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while SAVES_HELD.load(Ordering::SeqCst) == held {
+        assert!(Instant::now() < deadline, "no save reached the store");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Two calls change the state; the first to save writes both changes, and its write waits for
+/// room in the store. The second finds nothing new to write, yet must not reply before that
+/// write is durable: its change is in it.
+#[test]
+fn no_durable_reply_leaves_while_the_write_holding_its_change_waits() {
+    let dir = TempDir::new("held-saves");
+    let start = |dir: &Path| {
+        Server::start(
+            Registry::new().register::<Racer>(),
+            Config {
+                wrap_store: Some(HeldSaves::wrap),
+                ..config(1, Some(dir), 30_000)
+            },
+        )
+        .unwrap()
+    };
+    let server = start(&dir.0);
+    let mut first = Rivet::connect(server.local_addr());
+    let mut second = Rivet::connect(server.local_addr());
+    let id = first.get_or_create("racer", "r");
+    for pair in 0..3i64 {
+        HOLD_SAVES.store(true, Ordering::SeqCst);
+        let held = SAVES_HELD.load(Ordering::SeqCst);
+        first.send_action(&id, "bump", json!([]));
+        second.send_action(&id, "bump", json!([]));
+        wait_for_held_save(held);
+        // Time for a wrong reply to arrive.
+        thread::sleep(Duration::from_millis(200));
+        assert!(
+            !first.conn.has_data() && !second.conn.has_data(),
+            "pair {pair}: a reply left while the write of its change was held back"
+        );
+        HOLD_SAVES.store(false, Ordering::SeqCst);
+        let mut outputs: Vec<i64> = [&mut first, &mut second]
+            .into_iter()
+            .map(|rivet| {
+                let reply = rivet.conn.read_reply().expect("a reply");
+                assert_eq!(reply.status, 200, "{}", reply.text());
+                reply.json()["output"].as_i64().unwrap()
+            })
+            .collect();
+        outputs.sort();
+        assert_eq!(outputs, [2 * pair + 1, 2 * pair + 2]);
+    }
+    assert_eq!(call(&mut first, &id, "get", json!([])), json!(6));
+
+    // A change back to the bytes last written, while the write of the change before it waits:
+    // the same bytes must be written again after it, not skipped.
+    HOLD_SAVES.store(true, Ordering::SeqCst);
+    let held = SAVES_HELD.load(Ordering::SeqCst);
+    first.send_action(&id, "set", json!([7]));
+    wait_for_held_save(held);
+    second.send_action(&id, "set", json!([6]));
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        !first.conn.has_data() && !second.conn.has_data(),
+        "a reply left while the write of its change was held back"
+    );
+    HOLD_SAVES.store(false, Ordering::SeqCst);
+    for (rivet, n) in [(&mut first, 7), (&mut second, 6)] {
+        let reply = rivet.conn.read_reply().expect("a reply");
+        assert_eq!(reply.json()["output"], json!(n), "{}", reply.text());
+    }
+    assert_eq!(call(&mut first, &id, "get", json!([])), json!(6));
+    drop((first, second));
+    server.stop().unwrap();
+    // Every acknowledged change is on disk, the last one last.
+    let server = start(&dir.0);
+    let mut rivet = Rivet::connect(server.local_addr());
+    assert_eq!(call(&mut rivet, &id, "get", json!([])), json!(6));
+    drop(rivet);
+    server.stop().unwrap();
 }
