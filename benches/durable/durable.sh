@@ -316,23 +316,36 @@ loadgen_run() { # label C name loadgen-action-args... (the server: writes_pid)
 # with loadgen against ~7 µs when loadgen is never idle (plain increments). wrk's epoll wait is
 # woken once per burst, as redis-benchmark's is, so the wrk rows compare the servers on equal
 # terms.
-wrk_run() { # label C name actor action (the server: writes_pid)
-  local label=$1 c=$2 name=$3 actor=$4 action=$5 cpu id url
+wrk_run() { # label C name actor action [actors] (the server: writes_pid)
+  local label=$1 c=$2 name=$3 actor=$4 action=$5 actors=${6:-1} cpu url
   log "$label, $c connections"
-  id=$(python3 - "$endpoint" "$actor" <<'PY'
+  # The actors (keys wrk-0 .. wrk-<actors - 1>); with more than one, each request goes to one
+  # of them picked uniformly at random, as loadgen's --key-dist uniform does.
+  python3 - "$endpoint" "$actor" "$actors" > "$tmp/wrk-ids" <<'PY' ||
 import json, sys, urllib.request
-endpoint, actor = sys.argv[1:]
-request = urllib.request.Request(endpoint + "/actors", method="PUT",
-                                 data=json.dumps({"name": actor, "key": "wrk"}).encode(),
-                                 headers={"content-type": "application/json"})
-with urllib.request.urlopen(request, timeout=30) as response:
-    print(json.load(response)["actor"]["actor_id"])
+endpoint, actor, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(count):
+    key = "wrk" if count == 1 else f"wrk-{i}"
+    request = urllib.request.Request(endpoint + "/actors", method="PUT",
+                                     data=json.dumps({"name": actor, "key": key}).encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        print(json.load(response)["actor"]["actor_id"])
 PY
-) || { log "creating the $actor actor for wrk failed"; return 1; }
+  { log "creating the $actor actors for wrk failed"; return 1; }
   cat > "$tmp/wrk.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"args":[1]}'
 wrk.headers["Content-Type"] = "application/json"
+local paths = {}
+for id in io.lines(os.getenv("WRK_IDS")) do
+  paths[#paths + 1] = "/gateway/" .. id .. "/action/" .. os.getenv("WRK_ACTION")
+end
+if #paths > 1 then
+  request = function()
+    return wrk.format(nil, paths[math.random(#paths)])
+  end
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   local errors = e.connect + e.read + e.write + e.status + e.timeout
@@ -343,7 +356,8 @@ done = function(summary, latency, requests)
   f:close()
 end
 LUA
-  url=$endpoint/gateway/$id/action/$action
+  export WRK_IDS=$tmp/wrk-ids WRK_ACTION=$action
+  url=$endpoint/gateway/$(head -n 1 "$tmp/wrk-ids")/action/$action
   # Warm-up (wrk has none of its own), then the measured run.
   WRK_JSON=/dev/null timeout 60 taskset -c "$load_cpu" wrk -t1 -c"$c" \
     -d"$(python3 -c "print(max(1, round($warmup_s)))")s" -s "$tmp/wrk.lua" "$url" > /dev/null 2>&1 || true
@@ -392,6 +406,11 @@ if want writes; then
     fi
     wrk_run "Pinion durableCounter.increment, 1 actor, wrk" "$c" "wrk-durable-c$c" durableCounter increment
     wrk_run "Pinion counter.incrementSaved, 1 actor, wrk" "$c" "wrk-saved-c$c" counter incrementSaved
+    if [ "$c" -ge 16 ]; then
+      # No two requests in a burst share an actor's save: one record per request.
+      wrk_run "Pinion durableCounter.increment, $c actors, wrk" "$c" "wrk-durable-spread-c$c" \
+        durableCounter increment "$c"
+    fi
     exited "$writes_pid" && { log "pinion-demo exited during the writes (see $out/pinion-writes.err)"; exit 1; }
   done
   for pid in "$redis_always_pid" "$redis_none_pid"; do stop "$pid" TERM 10 >/dev/null; done
