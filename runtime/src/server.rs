@@ -135,6 +135,8 @@ impl Server {
                             segments_created = stats.segments_created,
                             spares_created = stats.spares_created,
                             spare_failures = stats.spare_failures,
+                            cached_reads = stats.cached_reads,
+                            ring_reads = stats.ring_reads,
                             compactions = stats.compactions,
                             segments = stats.segments,
                             "store at stop"

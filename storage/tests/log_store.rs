@@ -397,6 +397,40 @@ fn group_commit_shares_fdatasyncs() {
 }
 
 #[test]
+fn cached_records_are_read_without_the_ring_and_evicted_ones_through_it() {
+    let tmp = TempDir::new("cached-reads");
+    let dir = tmp.path().to_owned();
+    run(move || async move {
+        let store = open(&dir, exact()).await;
+        for id in 0..64 {
+            let seq = store.save_state(id, &state_of(id, 1, 3000)).await.unwrap();
+            store.durable(seq).await.unwrap();
+        }
+        let reads = |store: &LogStore| (store.stats().cached_reads, store.stats().ring_reads);
+        assert_eq!(reads(&store), (0, 0));
+        // Just written: in the page cache.
+        assert_eq!(
+            store.read_state(7).await.unwrap().unwrap(),
+            state_of(7, 1, 3000)
+        );
+        assert_eq!(reads(&store), (1, 0));
+        // Out of the page cache: through io_uring, and cached again after it.
+        evict_from_page_cache(store.dir());
+        assert_eq!(
+            store.read_state(40).await.unwrap().unwrap(),
+            state_of(40, 1, 3000)
+        );
+        assert_eq!(reads(&store), (1, 1));
+        assert_eq!(
+            store.read_state(40).await.unwrap().unwrap(),
+            state_of(40, 1, 3000)
+        );
+        assert_eq!(reads(&store), (2, 1));
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn group_commit_window_gathers_the_writers_a_sync_released() {
     let tmp = TempDir::new("commit-window");
     let dir = tmp.path().to_owned();
