@@ -110,7 +110,10 @@
 //! 100 000: warm p50 11–16 µs, p99 19–55 µs; with the segments evicted from the page cache
 //! (device reads) p50 110–140 µs, p99 ≈ 230 µs on this virtio disk. Segments are advised
 //! `POSIX_FADV_RANDOM` (point reads), so a cold wake does not read and cache a readahead window
-//! around its record.
+//! around its record. A record the page cache holds is read with `preadv2(RWF_NOWAIT)`, which
+//! never waits for the device, instead of a round trip through the ring; only a record that is
+//! not (wholly) cached goes through io_uring (`Stats::cached_reads` / `ring_reads`). Waking an
+//! actor from a warm page cache, measured by the server: p50 22 → 6 µs.
 //!
 //! **Index** (in memory, rebuilt by recovery). Per actor one hash-table entry: the id and a
 //! 48-byte slot (location of the directory record, location of the latest state or tombstone,
