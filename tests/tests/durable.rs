@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,8 +21,8 @@ use pinion_runtime::pinion_storage::{
     ActorEntry, ActorRecord, ScheduleEntry, Seq, Stats, Store, StoreFuture,
 };
 use pinion_runtime::{
-    ActionCtx, ActionResult, Actions, Actor, ActorInfo, ActorOptions, Config, Registry, Server,
-    Value, sys,
+    ActionCtx, ActionResult, Actions, Actor, ActorId, ActorInfo, ActorOptions, Config, Registry,
+    Server, Value, sys,
 };
 use pinion_tests::ws::Ws;
 use pinion_tests::{Conn, Rivet, start_with, test_config};
@@ -899,9 +899,16 @@ fn sleep_requested_over_a_connection_answers_and_keeps_state() {
 
 // ---- The output gate while saves wait for the store ----
 
-/// Set: [`HeldSaves`] holds every state save back (in call order) until it is cleared, as a
-/// store under admission back-pressure does.
+/// Set: [`HeldSaves`] holds every state save of [`HELD_ACTOR`] back (in call order) until it is
+/// cleared, as a store under admission back-pressure does.
 static HOLD_SAVES: AtomicBool = AtomicBool::new(false);
+/// The actor whose saves [`HOLD_SAVES`] holds (tests of this binary run at once, each on its
+/// own actor).
+static HELD_ACTOR: AtomicU64 = AtomicU64::new(0);
+/// [`HeldSaves`] fails every state save of this actor (0: none) with an I/O error.
+static FAILING_ACTOR: AtomicU64 = AtomicU64::new(0);
+/// What the injected I/O error says: it must never reach a client.
+const INJECTED_ERROR: &str = "injected: /var/lib/secret/segment-7 is on fire";
 /// Saves [`HeldSaves`] has held back so far.
 static SAVES_HELD: AtomicUsize = AtomicUsize::new(0);
 /// `racer.bump` calls that have changed the state so far.
@@ -914,7 +921,7 @@ thread_local! {
 }
 
 /// A store that holds state saves back while [`HOLD_SAVES`] is set, then passes them on in
-/// call order; everything else goes straight through.
+/// call order, and fails those of [`FAILING_ACTOR`]; everything else goes straight through.
 struct HeldSaves {
     inner: Rc<dyn Store>,
     issued: Cell<u64>,
@@ -953,8 +960,12 @@ impl Store for HeldSaves {
         self.inner.read_state(id)
     }
     fn save_state<'a>(&'a self, id: u64, snapshot: &'a [u8]) -> StoreFuture<'a, io::Result<Seq>> {
+        if FAILING_ACTOR.load(Ordering::SeqCst) == id {
+            return StoreFuture::ready(Err(io::Error::other(INJECTED_ERROR)));
+        }
         let ticket = self.issued.get();
-        if !HOLD_SAVES.load(Ordering::SeqCst) && self.served.get() == ticket {
+        let hold = HOLD_SAVES.load(Ordering::SeqCst) && HELD_ACTOR.load(Ordering::SeqCst) == id;
+        if !hold && self.served.get() == ticket {
             return self.inner.save_state(id, snapshot);
         }
         self.issued.set(ticket + 1);
@@ -1106,6 +1117,11 @@ impl Actor for Racer {
                 c.state.n = n;
                 Ok(n)
             })
+            .action_async("setSaved", |c, (n,): (i64,)| async move {
+                c.state_mut(|s| s.n = n);
+                c.save_state().await?;
+                Ok(n)
+            })
             .action("get", |c, ()| Ok(c.state.n));
     }
 }
@@ -1139,6 +1155,7 @@ fn no_durable_reply_leaves_while_the_write_holding_its_change_waits() {
     let mut first = Rivet::connect(server.local_addr());
     let mut second = Rivet::connect(server.local_addr());
     let id = first.get_or_create("racer", "r");
+    HELD_ACTOR.store(ActorId::parse(&id).unwrap().0, Ordering::SeqCst);
     for pair in 0..3i64 {
         HOLD_SAVES.store(true, Ordering::SeqCst);
         let held = SAVES_HELD.load(Ordering::SeqCst);
@@ -1189,6 +1206,48 @@ fn no_durable_reply_leaves_while_the_write_holding_its_change_waits() {
     let server = start(&dir.0);
     let mut rivet = Rivet::connect(server.local_addr());
     assert_eq!(call(&mut rivet, &id, "get", json!([])), json!(6));
+    drop(rivet);
+    server.stop().unwrap();
+}
+
+/// A save the store fails: the output gate's reply and `save_state()`'s caller get
+/// `internal/internal_error` with none of the I/O error's text, and the actor keeps serving.
+#[test]
+fn a_failed_save_is_an_internal_error_that_reveals_nothing() {
+    let dir = TempDir::new("failed-saves");
+    let start = |dir: &Path| {
+        Server::start(
+            Registry::new().register::<Racer>(),
+            Config {
+                wrap_store: Some(HeldSaves::wrap),
+                ..config(2, Some(dir), 30_000)
+            },
+        )
+        .unwrap()
+    };
+    let server = start(&dir.0);
+    let mut rivet = Rivet::connect(server.local_addr());
+    let id = rivet.get_or_create("racer", "failing");
+    assert_eq!(call(&mut rivet, &id, "set", json!([1])), json!(1));
+    FAILING_ACTOR.store(ActorId::parse(&id).unwrap().0, Ordering::SeqCst);
+    for action in ["set", "setSaved"] {
+        let reply = rivet.action(&id, action, json!([2]));
+        assert_eq!(reply.status, 500, "{action}: {}", reply.text());
+        assert_eq!(
+            reply.json(),
+            json!({"group": "internal", "code": "internal_error", "message": "Internal error. Read the server logs for more details.", "metadata": {}}),
+            "{action}"
+        );
+        assert!(!reply.text().contains("fire"), "{}", reply.text());
+    }
+    FAILING_ACTOR.store(0, Ordering::SeqCst);
+    assert_eq!(call(&mut rivet, &id, "set", json!([3])), json!(3));
+    assert_eq!(call(&mut rivet, &id, "setSaved", json!([4])), json!(4));
+    drop(rivet);
+    server.stop().unwrap();
+    let server = start(&dir.0);
+    let mut rivet = Rivet::connect(server.local_addr());
+    assert_eq!(call(&mut rivet, &id, "get", json!([])), json!(4));
     drop(rivet);
     server.stop().unwrap();
 }
