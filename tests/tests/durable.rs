@@ -1126,6 +1126,15 @@ impl Actor for Racer {
     }
 }
 
+/// A server of [`Racer`] on `dir`, its stores wrapped in [`HeldSaves`].
+fn racer_server(dir: &Path, shards: usize) -> Server {
+    let config = Config {
+        wrap_store: Some(HeldSaves::wrap),
+        ..config(shards, Some(dir), 30_000)
+    };
+    Server::start(Registry::new().register::<Racer>(), config).unwrap()
+}
+
 /// Waits until [`HeldSaves`] holds more than `held` saves.
 fn wait_for_held_save(held: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1141,16 +1150,7 @@ fn wait_for_held_save(held: usize) {
 #[test]
 fn no_durable_reply_leaves_while_the_write_holding_its_change_waits() {
     let dir = TempDir::new("held-saves");
-    let start = |dir: &Path| {
-        Server::start(
-            Registry::new().register::<Racer>(),
-            Config {
-                wrap_store: Some(HeldSaves::wrap),
-                ..config(1, Some(dir), 30_000)
-            },
-        )
-        .unwrap()
-    };
+    let start = |dir: &Path| racer_server(dir, 1);
     let server = start(&dir.0);
     let mut first = Rivet::connect(server.local_addr());
     let mut second = Rivet::connect(server.local_addr());
@@ -1215,16 +1215,7 @@ fn no_durable_reply_leaves_while_the_write_holding_its_change_waits() {
 #[test]
 fn a_failed_save_is_an_internal_error_that_reveals_nothing() {
     let dir = TempDir::new("failed-saves");
-    let start = |dir: &Path| {
-        Server::start(
-            Registry::new().register::<Racer>(),
-            Config {
-                wrap_store: Some(HeldSaves::wrap),
-                ..config(2, Some(dir), 30_000)
-            },
-        )
-        .unwrap()
-    };
+    let start = |dir: &Path| racer_server(dir, 2);
     let server = start(&dir.0);
     let mut rivet = Rivet::connect(server.local_addr());
     let id = rivet.get_or_create("racer", "failing");
