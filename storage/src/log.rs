@@ -1,6 +1,6 @@
 //! [`LogStore`]: one shard's append-only log of segments, group commit, recovery, compaction.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::io;
@@ -205,6 +205,9 @@ struct Inner {
     /// The flusher's own ring for linked write + `fdatasync` (see `syncring`); `None` when it
     /// could not be set up, and then glommio's file calls do both.
     sync_ring: Option<SyncRing>,
+    /// Cleared once the filesystem refuses `RWF_NOWAIT` reads: every record read then goes
+    /// through the ring without trying the page cache first (see `read_cached`).
+    nowait_reads: Cell<bool>,
 }
 
 struct State {
@@ -1042,6 +1045,7 @@ impl LogStore {
             dir_handle,
             recovered,
             state: RefCell::new(state),
+            nowait_reads: Cell::new(true),
             sync_ring: match SyncRing::new() {
                 Ok(ring) => Some(ring),
                 Err(error) => {
@@ -1554,23 +1558,42 @@ async fn read_record(inner: &Inner, loc: Loc, kind: Kind) -> io::Result<Vec<u8>>
             })?,
         }
     };
-    if let Some(bytes) = read_cached(&file, u64::from(loc.off), loc.len()) {
-        inner.state.borrow_mut().stats.cached_reads += 1;
-        return check_record(bytes, loc, kind, inner);
+    if inner.nowait_reads.get() {
+        match read_cached(&file, u64::from(loc.off), loc.len()) {
+            Cached::Read(bytes) => {
+                inner.state.borrow_mut().stats.cached_reads += 1;
+                return check_record(bytes, loc, kind, inner);
+            }
+            Cached::Unsupported => {
+                tracing::debug!(dir = %inner.dir.display(), "RWF_NOWAIT reads refused here; reading through the ring");
+                inner.nowait_reads.set(false);
+            }
+            Cached::Missed => {}
+        }
     }
     inner.state.borrow_mut().stats.ring_reads += 1;
     let read = file.read_at(u64::from(loc.off), loc.len()).await?;
     check_record(read.to_vec(), loc, kind, inner)
 }
 
+/// What [`read_cached`] found.
+enum Cached {
+    Read(Vec<u8>),
+    /// Not (wholly) in the page cache, or interrupted: read it through the ring.
+    Missed,
+    /// The filesystem does not take `RWF_NOWAIT` reads.
+    Unsupported,
+}
+
 /// `len` bytes at `off` if the page cache holds all of them: a `preadv2(RWF_NOWAIT)`, which never
 /// waits for the disk. A record read then costs one short syscall instead of a round trip through
 /// the ring (submit, complete, wake the task): waking an actor whose state is cached takes a few
-/// microseconds. `None` (not cached, partly cached, or no `RWF_NOWAIT` here): read it through
-/// the ring.
-fn read_cached(file: &BufferedFile, off: u64, len: usize) -> Option<Vec<u8>> {
+/// microseconds.
+fn read_cached(file: &BufferedFile, off: u64, len: usize) -> Cached {
     use std::os::fd::AsRawFd;
-    let off = libc::off_t::try_from(off).ok()?;
+    let Ok(off) = libc::off_t::try_from(off) else {
+        return Cached::Missed;
+    };
     let mut bytes = Vec::<u8>::with_capacity(len);
     let iov = libc::iovec {
         iov_base: bytes.as_mut_ptr().cast(),
@@ -1579,12 +1602,20 @@ fn read_cached(file: &BufferedFile, off: u64, len: usize) -> Option<Vec<u8>> {
     // SAFETY: `iov` describes `len` bytes of `bytes`' spare capacity, which live until after the
     // call; the kernel writes at most that many. The descriptor is open (we hold the file).
     let read = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
-    if usize::try_from(read).ok()? != len {
-        return None;
+    if read < 0 {
+        let refused = io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP);
+        return if refused {
+            Cached::Unsupported
+        } else {
+            Cached::Missed
+        };
+    }
+    if read as usize != len {
+        return Cached::Missed;
     }
     // SAFETY: the kernel initialised all `len` bytes.
     unsafe { bytes.set_len(len) };
-    Some(bytes)
+    Cached::Read(bytes)
 }
 
 fn check_record(bytes: Vec<u8>, loc: Loc, kind: Kind, inner: &Inner) -> io::Result<Vec<u8>> {

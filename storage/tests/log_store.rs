@@ -29,8 +29,12 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), name)
+    }
+
+    fn new_in(base: &Path, name: &str) -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        let dir = base.join(format!(
             "pinion-storage-{name}-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -396,9 +400,28 @@ fn group_commit_shares_fdatasyncs() {
     });
 }
 
-#[test]
-fn cached_records_are_read_without_the_ring_and_evicted_ones_through_it() {
-    let tmp = TempDir::new("cached-reads");
+/// Whether the filesystem under `dir` takes `preadv2(RWF_NOWAIT)` reads (ext4 and xfs do; tmpfs
+/// refuses them).
+fn takes_nowait_reads(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("nowait-probe");
+    std::fs::write(&path, [0u8; 64]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let mut byte = [0u8; 1];
+    let iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: `iov` describes `byte`, which outlives the call; the descriptor is open.
+    let read = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
+    std::fs::remove_file(&path).unwrap();
+    read == 1
+}
+
+/// Writes 64 durable states of 3,000 bytes to a store under `base`, then checks which reads
+/// were served from the page cache and which went through the ring.
+fn check_record_reads(base: &Path, nowait: bool) {
+    let tmp = TempDir::new_in(base, "cached-reads");
     let dir = tmp.path().to_owned();
     run(move || async move {
         let store = open(&dir, exact()).await;
@@ -407,27 +430,40 @@ fn cached_records_are_read_without_the_ring_and_evicted_ones_through_it() {
             store.durable(seq).await.unwrap();
         }
         let reads = |store: &LogStore| (store.stats().cached_reads, store.stats().ring_reads);
+        let read = async |id: u64| {
+            assert_eq!(
+                store.read_state(id).await.unwrap().unwrap(),
+                state_of(id, 1, 3000)
+            );
+        };
         assert_eq!(reads(&store), (0, 0));
         // Just written: in the page cache.
-        assert_eq!(
-            store.read_state(7).await.unwrap().unwrap(),
-            state_of(7, 1, 3000)
-        );
-        assert_eq!(reads(&store), (1, 0));
+        read(7).await;
+        assert_eq!(reads(&store), if nowait { (1, 0) } else { (0, 1) });
         // Out of the page cache: through io_uring, and cached again after it.
         evict_from_page_cache(store.dir());
-        assert_eq!(
-            store.read_state(40).await.unwrap().unwrap(),
-            state_of(40, 1, 3000)
-        );
-        assert_eq!(reads(&store), (1, 1));
-        assert_eq!(
-            store.read_state(40).await.unwrap().unwrap(),
-            state_of(40, 1, 3000)
-        );
-        assert_eq!(reads(&store), (2, 1));
+        read(40).await;
+        assert_eq!(reads(&store), if nowait { (1, 1) } else { (0, 2) });
+        read(40).await;
+        assert_eq!(reads(&store), if nowait { (2, 1) } else { (0, 3) });
         store.close().await.unwrap();
     });
+}
+
+#[test]
+fn cached_records_are_read_without_the_ring_and_evicted_ones_through_it() {
+    let base = std::env::temp_dir();
+    check_record_reads(&base, takes_nowait_reads(&base));
+}
+
+#[test]
+fn where_the_filesystem_refuses_nowait_reads_every_read_goes_through_the_ring() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() || takes_nowait_reads(shm) {
+        println!("no filesystem that refuses RWF_NOWAIT reads at /dev/shm; nothing to check");
+        return;
+    }
+    check_record_reads(shm, false);
 }
 
 #[test]
