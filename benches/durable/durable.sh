@@ -36,6 +36,8 @@
 #    over the run; loadgen's warm-up included) and the ratio to Redis-always at the same C.
 #    The two 1-actor Pinion workloads run once more under wrk (-t1, an epoll client like
 #    redis-benchmark; see wrk_run for why the client matters): the rows to set beside Redis.
+#    For C >= 16, durableCounter.increment also runs under wrk spread uniformly over C actors
+#    (each request to one picked at random), so that every request is its own record.
 #    Then a durability check: SIGKILL, restart, and the hot durableCounter must hold at least
 #    the increments whose replies loadgen counted.
 # b. wake: `population create` --sleepers sleeper actors (bump once each, so each has state on
