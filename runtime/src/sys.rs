@@ -7,8 +7,9 @@
 //! Code elsewhere in the runtime must not call `std::time`, `glommio::spawn_local`,
 //! `glommio::timer` or an RNG directly; `grep` for them outside this file is a review check.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Monotonic time, for deadlines and latency.
@@ -37,12 +38,184 @@ pub async fn sleep(duration: Duration) {
 
 /// Runs `future` until it completes or `limit` passes; `None` on timeout (the future is dropped,
 /// so it stops at its next await).
+///
+/// Every action of every request runs under one of these, so it costs no timer of its own: the
+/// deadline goes into this thread's [`Deadlines`] table (a slot taken and given back, no
+/// allocation once the table has grown), and one sweeper task per thread sleeps until the
+/// earliest deadline in it. A glommio timer per call (registered in, and removed from, the
+/// reactor's B-tree) cost about 0.5 µs per asynchronous action at 35k actions/s.
 pub async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
-    let deadline = async {
-        sleep(limit).await;
-        None
+    let Some(deadline) = now().checked_add(limit) else {
+        return Some(future.await);
     };
-    futures_lite::future::or(async { Some(future.await) }, deadline).await
+    let entry = Deadline::register(deadline);
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(value) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(value));
+        }
+        if entry.expired(cx) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+thread_local! {
+    static DEADLINES: Deadlines = Deadlines::default();
+}
+
+/// The pending [`timeout`]s of this thread: a slab of deadlines and one sweeper task, running
+/// only while the slab holds one.
+#[derive(Default)]
+struct Deadlines {
+    inner: RefCell<DeadlinesInner>,
+}
+
+#[derive(Default)]
+struct DeadlinesInner {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    live: usize,
+    /// When the sweeper wakes next; `None` while no sweeper runs.
+    wake_at: Option<Instant>,
+    /// The sleeping sweeper, woken early when a deadline earlier than `wake_at` arrives.
+    sweeper: Option<Waker>,
+}
+
+struct Slot {
+    deadline: Instant,
+    waker: Option<Waker>,
+    expired: bool,
+    live: bool,
+}
+
+/// One [`timeout`]'s slot; dropping it gives the slot back.
+struct Deadline {
+    slot: usize,
+}
+
+impl Deadline {
+    fn register(deadline: Instant) -> Deadline {
+        DEADLINES.with(|deadlines| {
+            let mut inner = deadlines.inner.borrow_mut();
+            let entry = Slot {
+                deadline,
+                waker: None,
+                expired: false,
+                live: true,
+            };
+            let slot = match inner.free.pop() {
+                Some(slot) => {
+                    inner.slots[slot] = entry;
+                    slot
+                }
+                None => {
+                    inner.slots.push(entry);
+                    inner.slots.len() - 1
+                }
+            };
+            inner.live += 1;
+            let mut start = false;
+            let mut early = None;
+            match inner.wake_at {
+                None => {
+                    inner.wake_at = Some(deadline);
+                    start = true;
+                }
+                Some(at) if deadline < at => {
+                    inner.wake_at = Some(deadline);
+                    early = inner.sweeper.take();
+                }
+                Some(_) => {}
+            }
+            drop(inner);
+            if start {
+                spawn(sweep());
+            }
+            if let Some(sweeper) = early {
+                sweeper.wake();
+            }
+            Deadline { slot }
+        })
+    }
+
+    /// Whether the deadline passed; if not, `cx` is woken when it does.
+    fn expired(&self, cx: &mut Context<'_>) -> bool {
+        DEADLINES.with(|deadlines| {
+            let mut inner = deadlines.inner.borrow_mut();
+            let slot = &mut inner.slots[self.slot];
+            if slot.expired {
+                return true;
+            }
+            match &slot.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => slot.waker = Some(cx.waker().clone()),
+            }
+            false
+        })
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        // `try_with`: a task dropped while the thread's locals are torn down has nothing to free.
+        let _ = DEADLINES.try_with(|deadlines| {
+            let mut inner = deadlines.inner.borrow_mut();
+            let slot = &mut inner.slots[self.slot];
+            slot.live = false;
+            slot.waker = None;
+            inner.free.push(self.slot);
+            inner.live -= 1;
+        });
+    }
+}
+
+/// The sweeper: sleeps until the earliest deadline, wakes the expired, and ends once no deadline
+/// is pending (the next [`timeout`] starts another).
+async fn sweep() {
+    loop {
+        let mut expired = Vec::new();
+        let wake_at = DEADLINES.with(|deadlines| {
+            let mut inner = deadlines.inner.borrow_mut();
+            let now = now();
+            let mut earliest: Option<Instant> = None;
+            for slot in inner.slots.iter_mut().filter(|s| s.live && !s.expired) {
+                if slot.deadline <= now {
+                    slot.expired = true;
+                    expired.extend(slot.waker.take());
+                } else if earliest.is_none_or(|at| slot.deadline < at) {
+                    earliest = Some(slot.deadline);
+                }
+            }
+            if inner.live == 0 {
+                // Nothing pending: shrink back, so that a burst does not keep its table.
+                inner.slots = Vec::new();
+                inner.free = Vec::new();
+            }
+            inner.wake_at = earliest;
+            earliest
+        });
+        for waker in expired {
+            waker.wake();
+        }
+        let Some(at) = wake_at else {
+            return;
+        };
+        let early = std::future::poll_fn(|cx| {
+            DEADLINES.with(|deadlines| {
+                let mut inner = deadlines.inner.borrow_mut();
+                if inner.wake_at.is_some_and(|now_at| now_at < at) {
+                    Poll::Ready(())
+                } else {
+                    inner.sweeper = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        });
+        futures_lite::future::or(sleep(at.saturating_duration_since(now())), early).await;
+    }
 }
 
 thread_local! {
@@ -67,4 +240,93 @@ pub fn random_u64() -> u64 {
         state.set(x);
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T>(future: impl Future<Output = T>) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an executor")
+            .run(future)
+    }
+
+    fn pending_deadlines() -> usize {
+        DEADLINES.with(|deadlines| deadlines.inner.borrow().live)
+    }
+
+    #[test]
+    fn a_future_that_finishes_in_time_keeps_its_output_and_gives_its_slot_back() {
+        run(async {
+            let output = timeout(Duration::from_secs(5), async {
+                sleep(Duration::from_millis(5)).await;
+                7
+            })
+            .await;
+            assert_eq!(output, Some(7));
+            assert_eq!(pending_deadlines(), 0);
+        });
+    }
+
+    #[test]
+    fn a_future_past_its_deadline_is_dropped_no_earlier_than_the_deadline() {
+        run(async {
+            let started = now();
+            let output = timeout(Duration::from_millis(30), std::future::pending::<()>()).await;
+            assert_eq!(output, None);
+            assert!(started.elapsed() >= Duration::from_millis(30));
+            assert_eq!(pending_deadlines(), 0);
+        });
+    }
+
+    #[test]
+    fn a_shorter_deadline_arriving_later_wakes_the_sleeping_sweeper_early() {
+        run(async {
+            // The sweeper first sleeps towards the 10 s deadline; the 20 ms one must not wait
+            // for it.
+            let long = glommio::spawn_local(timeout(
+                Duration::from_secs(10),
+                std::future::pending::<()>(),
+            ));
+            sleep(Duration::from_millis(5)).await;
+            let started = now();
+            let short = timeout(Duration::from_millis(20), std::future::pending::<()>()).await;
+            assert_eq!(short, None);
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_millis(20) && waited < Duration::from_secs(5),
+                "{waited:?}"
+            );
+            assert_eq!(pending_deadlines(), 1, "the 10 s timeout is still pending");
+            drop(long);
+        });
+    }
+
+    #[test]
+    fn many_timeouts_at_once_each_end_their_own_way() {
+        run(async {
+            let tasks: Vec<_> = (0..200u64)
+                .map(|i| {
+                    glommio::spawn_local(async move {
+                        if i % 2 == 0 {
+                            timeout(Duration::from_millis(15), std::future::pending::<u64>()).await
+                        } else {
+                            timeout(Duration::from_secs(10), async move {
+                                sleep(Duration::from_millis(i % 7)).await;
+                                i
+                            })
+                            .await
+                        }
+                    })
+                })
+                .collect();
+            for (i, task) in tasks.into_iter().enumerate() {
+                let expected = if i % 2 == 0 { None } else { Some(i as u64) };
+                assert_eq!(task.await, expected, "timeout {i}");
+            }
+            assert_eq!(pending_deadlines(), 0);
+        });
+    }
 }
