@@ -1423,21 +1423,34 @@ impl<A: Actor> ActorObject for ActorCell<A> {
         params: Value,
         sender: Option<WsSender>,
     ) -> ActionResult<(ConnKey, ConnId)> {
-        let state = with_ctx(&self, ConnKey::NONE, |ctx| {
-            A::on_before_connect(ctx, &params)?;
-            A::create_conn_state(ctx, &params)
-        })??;
+        // One `with_ctx` for the three hooks (one clock pair, one state borrow): every stateless
+        // call connects, so this runs once per request.
         let id = ConnId::random();
-        let key = self
-            .conns
-            .try_borrow_mut()
-            .map_err(|_| ActionError::internal("connect while the connections are borrowed"))?
-            .insert(id, params, state, sender);
-        if let Err(error) = with_ctx(&self, key, A::on_connect) {
-            self.conns.borrow_mut().remove(key);
-            return Err(error);
+        let inserted = Cell::new(None);
+        let connected = with_ctx(&self, ConnKey::NONE, |ctx| {
+            A::on_before_connect(ctx, &params)?;
+            let state = A::create_conn_state(ctx, &params)?;
+            let key = ctx
+                .cell
+                .conns
+                .try_borrow_mut()
+                .map_err(|_| ActionError::internal("connect while the connections are borrowed"))?
+                .insert(id, params, state, sender);
+            inserted.set(Some(key));
+            ctx.conn = key;
+            A::on_connect(ctx);
+            Ok(key)
+        });
+        match connected {
+            Ok(Ok(key)) => Ok((key, id)),
+            Ok(Err(error)) | Err(error) => {
+                // `on_connect` panicked after the connection was added: take it out again.
+                if let Some(key) = inserted.get() {
+                    self.conns.borrow_mut().remove(key);
+                }
+                Err(error)
+            }
         }
-        Ok((key, id))
     }
 
     fn disconnect(self: Rc<Self>, conn: ConnKey) {

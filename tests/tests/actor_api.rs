@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use pinion_runtime::{
-    ActionError, ActionResult, Actions, Actor, ActorInfo, Config, Registry, Server, UserError,
-    Value, sys,
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Config, Registry, Server,
+    UserError, Value, sys,
 };
 use pinion_tests::{Rivet, test_config};
 use serde::Deserialize;
@@ -41,6 +41,14 @@ impl Actor for Gate {
 
     fn create_vars(_: &ActorInfo, _: &GateState) -> u32 {
         7
+    }
+
+    /// Panics once after `armConnectPanic` (vars 0), for the next connection.
+    fn on_connect(c: &mut ActionCtx<'_, Self>) {
+        if *c.vars == 0 {
+            *c.vars = 7;
+            panic!("secret connect panic");
+        }
     }
 
     fn actions(actions: &mut Actions<Self>) {
@@ -91,7 +99,12 @@ impl Actor for Gate {
                     Ok(json!({"sum": (point.x + point.y) * scale, "label": label}))
                 },
             )
-            .action("nothing", |_, ()| Ok(()));
+            .action("nothing", |_, ()| Ok(()))
+            .action("armConnectPanic", |c, ()| {
+                *c.vars = 0;
+                Ok(())
+            })
+            .action("connections", |c, ()| Ok(c.conns().len()));
     }
 }
 
@@ -218,6 +231,23 @@ fn errors_and_panics_are_masked_and_the_shard_keeps_serving() {
         user.json(),
         json!({"group": "user", "code": "async_nope", "message": "Async nope", "metadata": {"n": 1}})
     );
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_panic_in_on_connect_fails_the_call_and_leaves_no_connection_behind() {
+    let server = start(2);
+    let mut rivet = Rivet::connect(server.local_addr());
+    let id = rivet.get_or_create("gate", "doorman");
+    assert_eq!(rivet.call(&id, "connections", json!([])), 1, "only its own");
+    assert_eq!(rivet.call(&id, "armConnectPanic", json!([])), json!(null));
+    let refused = rivet.action(&id, "getCount", json!([]));
+    assert_eq!(refused.status, 500);
+    assert_eq!(refused.json()["code"], "internal_error");
+    assert!(!refused.text().contains("secret"), "{}", refused.text());
+    // The connection `on_connect` panicked for is gone: the next call sees only its own.
+    assert_eq!(rivet.call(&id, "connections", json!([])), 1);
+    assert_eq!(rivet.call(&id, "getCount", json!([])), 0);
     server.stop().unwrap();
 }
 
