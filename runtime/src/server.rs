@@ -119,7 +119,9 @@ impl Server {
                     futures_lite::future::or(accept, shard.clone().run_mailbox()).await;
                     // Stopped: the listener is closed. Give requests in flight a moment to finish,
                     // then write every changed actor.
+                    tracing::debug!(shard = index, "stopped serving");
                     sys::sleep(Duration::from_millis(50)).await;
+                    tracing::debug!(shard = index, "saving every changed actor");
                     shard.save_all().await;
                     if let Some(stats) = shard.store.stats() {
                         tracing::info!(
