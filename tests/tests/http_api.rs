@@ -518,3 +518,51 @@ fn cors_preflight() {
     );
     server.stop().unwrap();
 }
+
+/// A clean stop while requests keep arriving: the `Stop` message is then often taken by a
+/// request's own look at the mailbox rather than by the parked mailbox task, which must still
+/// wake and end the shard. (It did not: the shard kept serving and `stop` never returned.)
+#[test]
+fn a_server_stops_while_requests_keep_arriving() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    for round in 0..12 {
+        let server = start(1);
+        let addr = server.local_addr();
+        let id = Rivet::connect(addr).get_or_create("counter", "stop");
+        let running = Arc::new(AtomicBool::new(true));
+        let served = Arc::new(AtomicU64::new(0));
+        for _ in 0..4 {
+            let (running, served, id) = (running.clone(), served.clone(), id.clone());
+            // Not joined: a connection the stopped server has not closed yet ends at the
+            // client's read timeout.
+            thread::spawn(move || {
+                let body = br#"{"args":[1]}"#;
+                let path = format!("/gateway/{id}/action/increment");
+                let mut conn = Conn::open(addr);
+                while running.load(Ordering::Relaxed) {
+                    match conn.try_request("POST", &path, &[], body) {
+                        Ok(reply) if reply.status == 200 => served.fetch_add(1, Ordering::Relaxed),
+                        // Stopping: the listener closes, connections end.
+                        _ => break,
+                    };
+                }
+            });
+        }
+        while served.load(Ordering::Relaxed) < 50 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let (done, stopped) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let _ = done.send(server.stop());
+        });
+        let result = stopped.recv_timeout(Duration::from_secs(20));
+        running.store(false, Ordering::Relaxed);
+        match result {
+            Ok(stopped) => stopped.unwrap(),
+            Err(_) => panic!("round {round}: the server did not stop within 20 s under load"),
+        }
+    }
+}
