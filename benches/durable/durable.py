@@ -12,12 +12,17 @@
                                                       `store recovered` line, or "- -")
     durable.py table    RESULTS                      (prints the Markdown tables)
 
+With DURABLE_ROUND=N in the environment, `redis` and `loadgen` record a round of part a2 (Redis
+and Pinion alternating) instead of a row of part a.
+
 RESULTS is a JSON-lines file. Latencies are in microseconds, RSS in bytes.
 """
 
 import csv
 import json
+import os
 import re
+import statistics
 import sys
 
 
@@ -83,6 +88,51 @@ def writes_table(records):
             )
     out += ["", "server CPU: utime + stime of the server process over the run (Pinion: loadgen's "
             "warm-up included), as a percentage of one CPU.", ""]
+    return out
+
+
+def write_record(**fields):
+    """A row of part a, or with DURABLE_ROUND set, one measurement of a round of part a2."""
+    round_ = os.environ.get("DURABLE_ROUND")
+    if round_:
+        return dict(kind="round", round=int(round_), **fields)
+    return dict(kind="write", **fields)
+
+
+def rounds_table(records):
+    rows = [r for r in records if r["kind"] == "round"]
+    if not rows:
+        return []
+    out = [
+        "### a2. Rounds: Redis `appendfsync always` and Pinion's output gate, alternating",
+        "",
+        "Each round measures both servers back to back (which goes first alternates), so that a",
+        "slow spell of this shared machine lands on both rather than on one row.",
+        "",
+        "| C | round | Redis always req/s | Pinion req/s | × Redis always |",
+        "|--:|--:|--:|--:|--:|",
+    ]
+    for c in sorted({r["c"] for r in rows}):
+        ratios, redis_all, pinion_all = [], [], []
+        for n in sorted({r["round"] for r in rows if r["c"] == c}):
+            pair = [r for r in rows if r["c"] == c and r["round"] == n]
+            redis = next((r["rps"] for r in pair if r["label"].startswith("Redis")), None)
+            pinion = next((r["rps"] for r in pair if not r["label"].startswith("Redis")), None)
+            if redis is None or pinion is None:
+                continue
+            ratios.append(pinion / redis)
+            redis_all.append(redis)
+            pinion_all.append(pinion)
+            out.append(f"| {c} | {n} | {fmt_num(redis)} | {fmt_num(pinion)} | {pinion / redis:.2f} |")
+        if ratios:
+            ahead = sum(1 for x in ratios if x > 1)
+            out.append(
+                f"| {c} | **median of {len(ratios)}** | {fmt_num(statistics.median(redis_all))} | "
+                f"{fmt_num(statistics.median(pinion_all))} | **{statistics.median(ratios):.2f}** "
+                f"(ahead in {ahead} of {len(ratios)}) |"
+            )
+    label = next(r["label"] for r in rows if not r["label"].startswith("Redis"))
+    out += ["", f"Pinion: {label}.", ""]
     return out
 
 
@@ -199,17 +249,18 @@ def main():
     elif cmd == "redis":
         results, label, c, path = args[:4]
         row = redis_row(path)
-        append(results, dict(kind="write", label=label, c=int(c), rps=row["rps"],
-                             p50=row["p50_latency_ms"] * 1000, p99=row["p99_latency_ms"] * 1000,
-                             errors=0, cpu=cpu_arg(args), file=path))
+        append(results, write_record(label=label, c=int(c), rps=row["rps"],
+                                     p50=row["p50_latency_ms"] * 1000,
+                                     p99=row["p99_latency_ms"] * 1000,
+                                     errors=0, cpu=cpu_arg(args), file=path))
     elif cmd == "loadgen":
         results, label, c, path = args[:4]
         with open(path) as f:
             s = json.load(f)
         lat = s["latency_us"]
-        append(results, dict(kind="write", label=label, c=int(c), rps=s["throughput_rps"],
-                             p50=lat["p50"], p99=lat["p99"], errors=s["errors"],
-                             cpu=cpu_arg(args), file=path))
+        append(results, write_record(label=label, c=int(c), rps=s["throughput_rps"],
+                                     p50=lat["p50"], p99=lat["p99"], errors=s["errors"],
+                                     cpu=cpu_arg(args), file=path))
     elif cmd == "touch":
         results, name, label, path = args[:4]
         with open(path) as f:
@@ -233,7 +284,7 @@ def main():
         print(found)
     elif cmd == "table":
         records = load(args[0])
-        lines = writes_table(records) + wake_table(records) + population_table(records)
+        lines = writes_table(records) + rounds_table(records) + wake_table(records) + population_table(records)
         notes = [r["text"] for r in records if r["kind"] == "note"]
         notes.append("latencies include the client's own wake-up on each response (loadgen's "
                      "executor, population's blocked read), except in the spinning-client rows: "

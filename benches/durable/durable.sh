@@ -15,9 +15,12 @@
 #   --workers N         connections of `population create` in part c           (default 64)
 #   --sleep-timeout-ms MS  pinion-demo --sleep-timeout-ms after the restarts in part c (default 5000:
 #                       longer than touching --touch actors one at a time takes)
-#   --parts LIST        any of writes,wake,population                           (default all)
+#   --rounds N          rounds of part a2 per C                                 (default 5)
+#   --rounds-connections LIST  connections for part a2                         (default 64,256)
+#   --parts LIST        any of writes,rounds,wake,population                    (default all)
 #   --quick             smoke run: --connections 1,64 --duration 2s --warmup 500ms --redis-seconds 2
-#                       --sleepers 5000 --population 100000 --touch 5000 (explicit options win)
+#                       --sleepers 5000 --population 100000 --touch 5000 --rounds 2
+#                       --rounds-connections 64 (explicit options win)
 #   --data-root DIR     where the data directories (Pinion's and Redis's) go: the disk under test
 #                                                                   (default ${TMPDIR:-/tmp})
 #   --server-cpu C      CPU the servers are pinned to                           (default 1)
@@ -40,6 +43,12 @@
 #    (each request to one picked at random), so that every request is its own record.
 #    Then a durability check: SIGKILL, restart, and the hot durableCounter must hold at least
 #    the increments whose replies loadgen counted.
+# a2. rounds: Redis `appendfsync always` and Pinion durableCounter.increment (one actor, wrk),
+#    one after the other, --rounds times at each C of --rounds-connections (which goes first
+#    alternates), on one Redis and one pinion-demo started for this part. Per round the ratio, then
+#    the median ratio and how many rounds Pinion was ahead in: on a shared VM whose speed drifts
+#    by tens of percent within minutes, one row per server (part a) can land on a slow spell of
+#    one of them; rounds put both under the same spells.
 # b. wake: `population create` --sleepers sleeper actors (bump once each, so each has state on
 #    disk); `sleepNow` on each puts them to sleep (saved, evicted); `population touch --action
 #    read` (one connection, one request at a time) wakes each from disk (page cache warm); a
@@ -72,7 +81,7 @@
 # Installs redis-server and wrk (apt-get, as compare.sh does) when missing; builds pinion-demo, loadgen
 # and population (release) unless --no-build. Every run is bounded in time; the script stops only
 # the processes it started, by PID, and removes its data directories. With the defaults it takes
-# about 6 minutes; --quick about 2.
+# about 8 minutes; --quick about 2.5.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -81,7 +90,8 @@ here=$root/benches/durable
 connections='' duration='' warmup='' redis_seconds='' sleepers='' population='' touch_n=''
 workers=64
 pop_sleep_ms=5000
-parts=writes,wake,population
+parts=writes,rounds,wake,population
+rounds='' rounds_connections=''
 quick=0
 data_root=${TMPDIR:-/tmp}
 server_cpu=1
@@ -104,6 +114,8 @@ while [ $# -gt 0 ]; do
     --workers) workers=$2; shift 2 ;;
     --sleep-timeout-ms) pop_sleep_ms=$2; shift 2 ;;
     --parts) parts=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --rounds-connections) rounds_connections=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --data-root) data_root=$2; shift 2 ;;
     --server-cpu) server_cpu=$2; shift 2 ;;
@@ -117,8 +129,10 @@ while [ $# -gt 0 ]; do
 done
 if [ "$quick" = 1 ]; then
   : "${connections:=1,64}" "${duration:=2s}" "${warmup:=500ms}" "${redis_seconds:=2}"
-  : "${sleepers:=5000}" "${population:=100000}" "${touch_n:=5000}"
+  : "${sleepers:=5000}" "${population:=100000}" "${touch_n:=5000}" "${rounds:=2}"
+  : "${rounds_connections:=64}"
 fi
+: "${rounds:=5}" "${rounds_connections:=64,256}"
 : "${connections:=1,16,64,256}" "${duration:=5s}" "${warmup:=1s}" "${redis_seconds:=4}"
 : "${sleepers:=20000}" "${population:=1000000}" "${touch_n:=10000}"
 
@@ -128,13 +142,13 @@ script=durable.sh
 step() { echo "== $*" >&2; }
 want() { [[ ",$parts," == *",$1,"* ]]; }
 for p in ${parts//,/ }; do
-  case $p in writes|wake|population) ;; *) log "unknown part $p"; exit 2 ;; esac
+  case $p in writes|rounds|wake|population) ;; *) log "unknown part $p"; exit 2 ;; esac
 done
 
 # --- tools (benches/lib.sh) ------------------------------------------------------------------
 ensure python3 python3
 ensure taskset util-linux
-if want writes; then
+if want writes || want rounds; then
   ensure wrk wrk || { log "no wrk"; exit 1; }
   ensure redis-server redis-server || { log "no redis-server"; exit 1; }
   ensure redis-benchmark redis-tools redis-server || { log "no redis-benchmark"; exit 1; }
@@ -437,6 +451,41 @@ PY
   if [ "$count" -ge "$acked" ]; then verdict=ok; else verdict="LOST $((acked - count))"; fi
   log "after SIGKILL + restart, durableCounter 'hot' = $count; acknowledged (measured) increments: $acked: $verdict"
   note "durability check (part a): after SIGKILL and restart the hot durableCounter holds $count, the measured acknowledged increments were $acked ($verdict)"
+  stop "$pinion_pid" TERM 60 >/dev/null
+fi
+
+# --- a2. rounds ---------------------------------------------------------------------------------
+if want rounds; then
+  IFS=, read -ra rounds_list <<< "$rounds_connections"
+  step "a2. rounds: Redis always and Pinion's output gate alternating, $rounds rounds at C = $rounds_connections"
+  mkdir -p "$tmp/redis-rounds" "$tmp/pinion-rounds"
+  redis_rounds_port=$(free_port)
+  taskset -c "$server_cpu" redis-server --port "$redis_rounds_port" --bind 127.0.0.1 --save '' \
+    --appendonly yes --appendfsync always --daemonize no --dir "$tmp/redis-rounds" \
+    --logfile "$out/redis-rounds.log" &
+  redis_rounds_pid=$!; track "$redis_rounds_pid"
+  wait_port "$redis_rounds_port" "$redis_rounds_pid" 10 || { log "redis-server (rounds) did not start"; exit 1; }
+  start_pinion pinion-rounds "$tmp/pinion-rounds" 30000
+  writes_pid=$pinion_pid
+  redis_version=$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')
+  for c in "${rounds_list[@]}"; do
+    for n in $(seq 1 "$rounds"); do
+      step "a2. C = $c, round $n of $rounds"
+      export DURABLE_ROUND=$n
+      round_redis() {
+        redis_run "Redis $redis_version INCR, appendfsync always" "$redis_rounds_port" \
+          "$redis_rounds_pid" "$c" "round-redis-c$c-$n"
+      }
+      round_pinion() {
+        wrk_run "durableCounter.increment (output gate), 1 actor, wrk" "$c" "round-pinion-c$c-$n" \
+          durableCounter increment
+      }
+      if [ $((n % 2)) = 1 ]; then round_redis; round_pinion; else round_pinion; round_redis; fi
+      unset DURABLE_ROUND
+    done
+  done
+  exited "$writes_pid" && { log "pinion-demo exited during the rounds (see $out/pinion-rounds.err)"; exit 1; }
+  stop "$redis_rounds_pid" TERM 10 >/dev/null
   stop "$pinion_pid" TERM 60 >/dev/null
 fi
 
