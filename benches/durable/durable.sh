@@ -81,7 +81,7 @@
 # Installs redis-server and wrk (apt-get, as compare.sh does) when missing; builds pinion-demo, loadgen
 # and population (release) unless --no-build. Every run is bounded in time; the script stops only
 # the processes it started, by PID, and removes its data directories. With the defaults it takes
-# about 8 minutes; --quick about 2.5.
+# about 9 minutes; --quick about 2.5.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
