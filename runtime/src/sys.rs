@@ -82,6 +82,9 @@ struct DeadlinesInner {
     wake_at: Option<Instant>,
     /// The sleeping sweeper, woken early when a deadline earlier than `wake_at` arrives.
     sweeper: Option<Waker>,
+    /// The executor the sweeper runs on. An executor that stops leaves its tasks unfinished, so
+    /// a later executor on the same thread starts its own sweeper.
+    sweeper_executor: usize,
 }
 
 struct Slot {
@@ -119,16 +122,20 @@ impl Deadline {
             inner.live += 1;
             let mut start = false;
             let mut early = None;
+            let executor = glommio::executor().id();
             match inner.wake_at {
-                None => {
+                Some(at) if inner.sweeper_executor == executor => {
+                    if deadline < at {
+                        inner.wake_at = Some(deadline);
+                        early = inner.sweeper.take();
+                    }
+                }
+                _ => {
                     inner.wake_at = Some(deadline);
+                    inner.sweeper_executor = executor;
+                    inner.sweeper = None;
                     start = true;
                 }
-                Some(at) if deadline < at => {
-                    inner.wake_at = Some(deadline);
-                    early = inner.sweeper.take();
-                }
-                Some(_) => {}
             }
             drop(inner);
             if start {
@@ -302,6 +309,30 @@ mod tests {
             assert_eq!(pending_deadlines(), 1, "the 10 s timeout is still pending");
             drop(long);
         });
+    }
+
+    #[test]
+    fn an_executor_that_stopped_with_timeouts_pending_leaves_the_next_one_a_working_sweeper() {
+        // Two executors, one after the other, on this thread: the first stops while its sweeper
+        // sleeps towards a 10 s deadline.
+        run(async {
+            let _pending = glommio::spawn_local(timeout(
+                Duration::from_secs(10),
+                std::future::pending::<()>(),
+            ))
+            .detach();
+            sleep(Duration::from_millis(5)).await;
+        });
+        let result = run(async {
+            let short =
+                async { timeout(Duration::from_millis(20), std::future::pending::<()>()).await };
+            let bound = async {
+                sleep(Duration::from_secs(3)).await;
+                Some(())
+            };
+            futures_lite::future::or(short, bound).await
+        });
+        assert_eq!(result, None, "the 20 ms timeout did not fire within 3 s");
     }
 
     #[test]
