@@ -63,18 +63,13 @@ pub async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Opt
 }
 
 thread_local! {
-    static DEADLINES: Deadlines = Deadlines::default();
+    /// The pending [`timeout`]s of this thread: a slab of deadlines and one sweeper task, running
+    /// only while the slab holds one.
+    static DEADLINES: RefCell<Deadlines> = RefCell::default();
 }
 
-/// The pending [`timeout`]s of this thread: a slab of deadlines and one sweeper task, running
-/// only while the slab holds one.
 #[derive(Default)]
 struct Deadlines {
-    inner: RefCell<DeadlinesInner>,
-}
-
-#[derive(Default)]
-struct DeadlinesInner {
     slots: Vec<Slot>,
     free: Vec<usize>,
     live: usize,
@@ -102,7 +97,7 @@ struct Deadline {
 impl Deadline {
     fn register(deadline: Instant) -> Deadline {
         DEADLINES.with(|deadlines| {
-            let mut inner = deadlines.inner.borrow_mut();
+            let mut inner = deadlines.borrow_mut();
             let entry = Slot {
                 deadline,
                 waker: None,
@@ -151,7 +146,7 @@ impl Deadline {
     /// Whether the deadline passed; if not, `cx` is woken when it does.
     fn expired(&self, cx: &mut Context<'_>) -> bool {
         DEADLINES.with(|deadlines| {
-            let mut inner = deadlines.inner.borrow_mut();
+            let mut inner = deadlines.borrow_mut();
             let slot = &mut inner.slots[self.slot];
             if slot.expired {
                 return true;
@@ -169,7 +164,7 @@ impl Drop for Deadline {
     fn drop(&mut self) {
         // `try_with`: a task dropped while the thread's locals are torn down has nothing to free.
         let _ = DEADLINES.try_with(|deadlines| {
-            let mut inner = deadlines.inner.borrow_mut();
+            let mut inner = deadlines.borrow_mut();
             let slot = &mut inner.slots[self.slot];
             slot.live = false;
             slot.waker = None;
@@ -185,7 +180,7 @@ async fn sweep() {
     loop {
         let mut expired = Vec::new();
         let wake_at = DEADLINES.with(|deadlines| {
-            let mut inner = deadlines.inner.borrow_mut();
+            let mut inner = deadlines.borrow_mut();
             let now = now();
             let mut earliest: Option<Instant> = None;
             for slot in inner.slots.iter_mut().filter(|s| s.live && !s.expired) {
@@ -212,7 +207,7 @@ async fn sweep() {
         };
         let early = std::future::poll_fn(|cx| {
             DEADLINES.with(|deadlines| {
-                let mut inner = deadlines.inner.borrow_mut();
+                let mut inner = deadlines.borrow_mut();
                 if inner.wake_at.is_some_and(|now_at| now_at < at) {
                     Poll::Ready(())
                 } else {
@@ -260,8 +255,13 @@ mod tests {
             .run(future)
     }
 
+    /// A timeout whose future never completes: it can only expire.
+    fn expiry(limit: Duration) -> impl Future<Output = Option<()>> {
+        timeout(limit, std::future::pending::<()>())
+    }
+
     fn pending_deadlines() -> usize {
-        DEADLINES.with(|deadlines| deadlines.inner.borrow().live)
+        DEADLINES.with(|deadlines| deadlines.borrow().live)
     }
 
     #[test]
@@ -281,7 +281,7 @@ mod tests {
     fn a_future_past_its_deadline_is_dropped_no_earlier_than_the_deadline() {
         run(async {
             let started = now();
-            let output = timeout(Duration::from_millis(30), std::future::pending::<()>()).await;
+            let output = expiry(Duration::from_millis(30)).await;
             assert_eq!(output, None);
             assert!(started.elapsed() >= Duration::from_millis(30));
             assert_eq!(pending_deadlines(), 0);
@@ -293,13 +293,10 @@ mod tests {
         run(async {
             // The sweeper first sleeps towards the 10 s deadline; the 20 ms one must not wait
             // for it.
-            let long = glommio::spawn_local(timeout(
-                Duration::from_secs(10),
-                std::future::pending::<()>(),
-            ));
+            let long = glommio::spawn_local(expiry(Duration::from_secs(10)));
             sleep(Duration::from_millis(5)).await;
             let started = now();
-            let short = timeout(Duration::from_millis(20), std::future::pending::<()>()).await;
+            let short = expiry(Duration::from_millis(20)).await;
             assert_eq!(short, None);
             let waited = started.elapsed();
             assert!(
@@ -316,16 +313,11 @@ mod tests {
         // Two executors, one after the other, on this thread: the first stops while its sweeper
         // sleeps towards a 10 s deadline.
         run(async {
-            let _pending = glommio::spawn_local(timeout(
-                Duration::from_secs(10),
-                std::future::pending::<()>(),
-            ))
-            .detach();
+            let _pending = glommio::spawn_local(expiry(Duration::from_secs(10))).detach();
             sleep(Duration::from_millis(5)).await;
         });
         let result = run(async {
-            let short =
-                async { timeout(Duration::from_millis(20), std::future::pending::<()>()).await };
+            let short = async { expiry(Duration::from_millis(20)).await };
             let bound = async {
                 sleep(Duration::from_secs(3)).await;
                 Some(())
