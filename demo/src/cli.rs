@@ -53,6 +53,10 @@ struct Args {
     /// batches overwrite blocks instead of appending (cheaper syncs); 0 turns it off.
     #[arg(long, default_value_t = 4096)]
     prefill_kib: u64,
+    /// On SIGINT/SIGTERM, how long to wait for requests in flight and closing WebSockets
+    /// before ending every connection left (actors are saved after that).
+    #[arg(long, default_value_t = 5_000)]
+    stop_grace_ms: u64,
 }
 
 /// Runs `pinion-demo` with the process arguments until SIGINT/SIGTERM.
@@ -85,6 +89,7 @@ pub fn main() -> ExitCode {
         spin_before_park: Duration::from_micros(args.spin_us),
         sleep_timeout: Duration::from_millis(args.sleep_timeout_ms),
         save_interval: Duration::from_millis(args.save_interval_ms),
+        stop_grace: Duration::from_millis(args.stop_grace_ms),
         store: pinion_storage::Options {
             commit_window_max: Duration::from_micros(args.commit_window_us),
             prefill_bytes_max: args.prefill_kib << 10,

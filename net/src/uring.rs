@@ -395,6 +395,21 @@ impl Driver {
         Ok(self.open(fd, VecDeque::new()))
     }
 
+    /// Stops listening: the listener leaves its `SO_REUSEPORT` group at once (connections still
+    /// in its accept queue are reset, new ones go to the group's other listeners or are refused)
+    /// and [`Driver::accept`] fails from then on. The descriptor itself stays open until the
+    /// driver goes: a multishot accept may still hold it in the ring. Connections already
+    /// accepted are not touched.
+    pub fn close_listener(&self) -> io::Result<()> {
+        let inner = self.inner.borrow();
+        // SAFETY: a plain syscall on the listener we own, open for as long as `inner` is.
+        let rc = unsafe { libc::shutdown(inner.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Opens a connection that was accepted elsewhere, typically on another shard's driver and
     /// taken out of it with [`UringStream::detach`] (or out of glommio with
     /// [`crate::server::Transport::detach`]). `received` are bytes already received on it that
@@ -893,6 +908,14 @@ impl UringStream {
         // With the slot freed, its generation no longer matches ours and `Drop` does nothing.
         drop(self);
         detached
+    }
+}
+
+impl AsRawFd for UringStream {
+    /// The connection's socket, for options and `shutdown(2)`. It stays open while the stream
+    /// lives; do not close it (the driver does, once nothing on the ring refers to it).
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
     }
 }
 

@@ -39,6 +39,12 @@ pub struct Config {
     /// its connection, and receiving events, forever. RivetKit 2.0 sends no pings of its own;
     /// every WebSocket client answers them. `None` disables the heartbeat.
     pub ws_heartbeat: Option<Duration>,
+    /// How long a stop ([`crate::Server::stop`], SIGTERM for `pinion-demo`) waits for what is
+    /// in flight once the listeners are closed: WebSockets closing (each is sent a 1001 close
+    /// first) and HTTP requests being handled (their responses say `connection: close`; idle
+    /// keep-alive connections end without waiting). Whatever is still open after this long is
+    /// ended. Every changed actor is saved after that. See `Server::stop`.
+    pub stop_grace: Duration,
     /// How long an actor may stay idle before it sleeps, for actor types that do not set
     /// their own ([`crate::actor::ActorOptions::sleep_timeout`]). RivetKit's default: 30 s.
     pub sleep_timeout: Duration,
@@ -85,6 +91,7 @@ impl Default for Config {
             net_driver: NetDriver::Uring,
             spin_before_park: Duration::from_micros(100),
             ws_heartbeat: Some(Duration::from_secs(30)),
+            stop_grace: Duration::from_secs(5),
             sleep_timeout: Duration::from_secs(30),
             save_interval: Duration::from_secs(10),
             store: pinion_storage::Options::default(),

@@ -477,6 +477,19 @@ pub(crate) struct Gateway {
 impl Handler for Gateway {
     async fn handle(&self, req: &Request<'_>, body: &mut [u8], res: &mut Response<'_>) {
         self.shard.drain_mailbox();
+        let _in_flight = self.shard.enter_request();
+        if self.shard.is_stopping() {
+            // The stop waits for this request, then ends the connection: say so.
+            res.close_after();
+            if ws_route(&self.shard.config.base_path, req.path).is_some() {
+                // `upgrade` declined: no new WebSocket on a stopping shard.
+                return res.send(
+                    503,
+                    TEXT_HEADERS,
+                    b"Service Unavailable: the server is stopping",
+                );
+            }
+        }
         let Some(path) = strip_base(&self.shard.config.base_path, req.path) else {
             return res.send(404, TEXT_HEADERS, b"Not Found (Pinion)");
         };
@@ -515,6 +528,10 @@ impl Handler for Gateway {
     }
 
     async fn upgrade(&self, req: &Request<'_>, protocols: Protocols<'_>) -> Option<Accepted> {
+        if self.shard.is_stopping() {
+            // Answered by `handle` instead, which closes the connection.
+            return None;
+        }
         let (id, route) = ws_route(&self.shard.config.base_path, req.path)?;
         // An unknown id falls through to `handle`, which answers `actor/not_found`.
         let id = ActorId::parse(id)?;

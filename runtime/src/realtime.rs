@@ -97,6 +97,31 @@ impl Heartbeats {
         });
     }
 
+    /// Closes every open WebSocket of the shard with `code` (after what is queued on it), for a
+    /// stop: 1001, going away. Returns how many it closed.
+    pub(crate) fn close_all(&self, code: u16, reason: &str) -> usize {
+        let mut closed = 0;
+        self.sockets.borrow_mut().retain(|weak| {
+            let Some(socket) = weak.upgrade() else {
+                return false;
+            };
+            if socket.sender.close(code, reason).is_ok() {
+                closed += 1;
+            }
+            true
+        });
+        closed
+    }
+
+    /// WebSockets whose session still exists (open, or closing and not yet ended).
+    pub(crate) fn live(&self) -> usize {
+        self.sockets
+            .borrow()
+            .iter()
+            .filter(|weak| weak.strong_count() > 0)
+            .count()
+    }
+
     /// Ticks every `interval` until the shard stops.
     pub(crate) async fn run(shard: Rc<Shard>, interval: Duration) {
         loop {

@@ -1,9 +1,10 @@
 //! Starting and stopping a server: one pinned glommio executor per shard, each with its own
 //! SO_REUSEPORT listener on the same address.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -99,7 +100,8 @@ impl Server {
                     // nothing else holds it.
                     let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
                     let listener = Listener::new(listener, shard.config.net_driver, index);
-                    shard.set_adopter(listener.adopter());
+                    let sockets = Rc::new(OpenSockets::default());
+                    shard.set_adopter(listener.adopter(sockets.clone()));
                     if let Listener::Uring(driver) = &listener {
                         let driver = driver.clone();
                         shard.set_io_poller(Box::new(move || {
@@ -115,12 +117,15 @@ impl Server {
                         shard: shard.clone(),
                     });
                     let _ = ready_tx.send(Ok(()));
-                    let accept = accept_loop(listener, gateway, shard.clone());
-                    futures_lite::future::or(accept, shard.clone().run_mailbox()).await;
-                    // Stopped: the listener is closed. Give requests in flight a moment to finish,
-                    // then write every changed actor.
-                    tracing::debug!(shard = index, "stopped serving");
-                    sys::sleep(Duration::from_millis(50)).await;
+                    // The mailbox is served until the stop has drained the connections, so that
+                    // requests in flight still get other shards' replies.
+                    let serve = async {
+                        let accept = accept_loop(&listener, gateway, shard.clone(), &sockets);
+                        futures_lite::future::or(accept, shard.stop_requested()).await;
+                        drain(&shard, listener, &sockets).await;
+                        shard.close_mailbox();
+                    };
+                    futures_lite::future::zip(serve, shard.clone().run_mailbox()).await;
                     tracing::debug!(shard = index, "saving every changed actor");
                     shard.save_all().await;
                     if let Some(stats) = shard.store.stats() {
@@ -189,7 +194,14 @@ impl Server {
         self.executors.len()
     }
 
-    /// Stops every shard and waits for their threads to end.
+    /// Stops every shard and waits for their threads to end. Each shard:
+    ///
+    /// 1. stops listening (a new connection is refused, or reset if it was still queued);
+    /// 2. sends every WebSocket a 1001 close (going away) and waits for them to close;
+    /// 3. ends every HTTP connection once the request it is handling, if any, is answered
+    ///    (with `connection: close`);
+    /// 4. ends whatever is still open once [`Config::stop_grace`] has passed since the stop;
+    /// 5. saves every changed actor and closes its store.
     pub fn stop(self) -> io::Result<()> {
         self.postman.stop_all();
         for executor in self.executors {
@@ -265,13 +277,13 @@ impl Listener {
 impl Listener {
     /// How this shard serves a WebSocket another shard moved here: on the same driver as the
     /// connections it accepts itself.
-    fn adopter(&self) -> Adopter {
+    fn adopter(&self, sockets: Rc<OpenSockets>) -> Adopter {
         match self {
             Listener::Uring(driver) => {
                 let driver = driver.clone();
                 Box::new(move |socket: Detached, mut session: Box<dyn WsSession>| {
                     match driver.adopt(socket.fd, Vec::new()) {
-                        Ok(stream) => serve_websocket(stream, socket.received, session),
+                        Ok(stream) => serve_websocket(stream, socket.received, session, &sockets),
                         Err(error) => {
                             tracing::warn!(%error, "cannot adopt a WebSocket");
                             session.on_close(None);
@@ -279,22 +291,40 @@ impl Listener {
                     }
                 })
             }
-            Listener::Glommio(_) => Box::new(|socket: Detached, session: Box<dyn WsSession>| {
-                // SAFETY: the descriptor is a connected TCP socket we own (`Detached` gave it
-                // to us); glommio takes it over.
-                let stream =
-                    unsafe { glommio::net::TcpStream::from_raw_fd(socket.fd.into_raw_fd()) };
-                serve_websocket(stream, socket.received, session)
-            }),
+            Listener::Glommio(_) => {
+                Box::new(move |socket: Detached, session: Box<dyn WsSession>| {
+                    // SAFETY: the descriptor is a connected TCP socket we own (`Detached` gave
+                    // it to us); glommio takes it over.
+                    let stream =
+                        unsafe { glommio::net::TcpStream::from_raw_fd(socket.fd.into_raw_fd()) };
+                    serve_websocket(stream, socket.received, session, &sockets)
+                })
+            }
+        }
+    }
+
+    /// Stops listening (see [`pinion_net::uring::Driver::close_listener`]).
+    fn close(self, shard: usize) {
+        match self {
+            Listener::Uring(driver) => {
+                if let Err(error) = driver.close_listener() {
+                    tracing::warn!(%error, shard, "closing the listener failed");
+                }
+            }
+            // Closes the descriptor (glommio's accept, dropped with the accept loop, no longer
+            // polls it).
+            Listener::Glommio(listener) => drop(listener),
         }
     }
 }
 
-fn serve_websocket<T: Transport + 'static>(
+fn serve_websocket<T: Transport + AsRawFd + 'static>(
     stream: T,
     received: Vec<u8>,
     session: Box<dyn WsSession>,
+    sockets: &Rc<OpenSockets>,
 ) {
+    let open = sockets.track(stream.as_raw_fd());
     sys::spawn(async move {
         let limits = WsLimits::default();
         if let Err(error) =
@@ -302,20 +332,26 @@ fn serve_websocket<T: Transport + 'static>(
         {
             tracing::debug!(%error, "WebSocket ended with an error");
         }
+        drop(open);
     });
 }
 
-async fn accept_loop(listener: Listener, gateway: Rc<Gateway>, shard: Rc<Shard>) {
+async fn accept_loop(
+    listener: &Listener,
+    gateway: Rc<Gateway>,
+    shard: Rc<Shard>,
+    sockets: &Rc<OpenSockets>,
+) {
     let limits = Rc::new(shard.config.http.clone());
     let read_timeout = shard.config.read_timeout;
     loop {
         let accepted =
-            match &listener {
+            match listener {
                 Listener::Uring(driver) => driver.accept().await.map(|mut stream| {
                     // Small responses must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
                     stream.set_read_timeout(Some(read_timeout));
-                    serve_detached(stream, gateway.clone(), limits.clone());
+                    serve_detached(stream, gateway.clone(), limits.clone(), sockets);
                 }),
                 Listener::Glommio(listener) => listener
                     .accept()
@@ -324,7 +360,7 @@ async fn accept_loop(listener: Listener, gateway: Rc<Gateway>, shard: Rc<Shard>)
                     .map(|stream| {
                         let _ = stream.set_nodelay(true);
                         let _ = stream.set_read_timeout(Some(read_timeout));
-                        serve_detached(stream, gateway.clone(), limits.clone());
+                        serve_detached(stream, gateway.clone(), limits.clone(), sockets);
                     }),
             };
         if let Err(error) = accepted {
@@ -335,16 +371,123 @@ async fn accept_loop(listener: Listener, gateway: Rc<Gateway>, shard: Rc<Shard>)
     }
 }
 
-fn serve_detached<T: Transport + 'static>(
+fn serve_detached<T: Transport + AsRawFd + 'static>(
     stream: T,
     gateway: Rc<Gateway>,
     limits: Rc<pinion_net::http::Limits>,
+    sockets: &Rc<OpenSockets>,
 ) {
+    let open = sockets.track(stream.as_raw_fd());
     sys::spawn(async move {
         if let Err(error) = pinion_net::server::serve(stream, &*gateway, &limits).await {
             tracing::debug!(%error, "connection ended with an error");
         }
+        drop(open);
     });
+}
+
+/// Stops a shard's serving (see [`Server::stop`]): closes the listener, closes the WebSockets
+/// with 1001, lets the requests in flight finish (HTTP requests, and calls from other shards), and ends every connection left once
+/// `stop_grace` has passed. Polls the counts every millisecond: a stop is rare, and nothing
+/// on a request's path has to signal it.
+async fn drain(shard: &Shard, listener: Listener, sockets: &OpenSockets) {
+    const POLL: Duration = Duration::from_millis(1);
+    let deadline = sys::now() + shard.config.stop_grace;
+    listener.close(shard.index);
+    let websockets = shard
+        .heartbeats
+        .close_all(CLOSE_GOING_AWAY, "server stopping");
+    tracing::debug!(
+        shard = shard.index,
+        websockets,
+        connections = sockets.len(),
+        requests = shard.requests_in_flight(),
+        "stopped listening; draining"
+    );
+    // WebSockets first: ending a socket's reading would cut its closing handshake short.
+    while shard.heartbeats.live() > 0 && sys::now() < deadline {
+        sys::sleep(POLL).await;
+    }
+    // Every connection left reads end-of-stream now: an idle one ends at once, one with a
+    // request in flight once its response is written. Calls from other shards have no
+    // connection here; they are waited for too.
+    sockets.shutdown_all(libc::SHUT_RD);
+    while (sockets.len() > 0 || shard.requests_in_flight() > 0) && sys::now() < deadline {
+        sys::sleep(POLL).await;
+    }
+    let left = sockets.shutdown_all(libc::SHUT_RDWR);
+    if left > 0 || shard.requests_in_flight() > 0 {
+        tracing::warn!(
+            shard = shard.index,
+            connections = left,
+            requests = shard.requests_in_flight(),
+            grace_ms = shard.config.stop_grace.as_millis() as u64,
+            "connections still busy after the stop grace were ended"
+        );
+    }
+    tracing::debug!(shard = shard.index, "stopped serving");
+}
+
+/// The WebSocket close code for a server going away (RFC 6455 §7.4.1).
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// The connected sockets a shard serves, so that a stop can end them: a connection task that
+/// never finishes (the executor stops with it pending) would otherwise keep its socket open,
+/// and its peer waiting, until the process exits. A slot is taken when the connection starts
+/// and given back when its task ends, before the descriptor can be reused.
+#[derive(Default)]
+struct OpenSockets {
+    slots: RefCell<Vec<Option<RawFd>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl OpenSockets {
+    fn track(self: &Rc<Self>, fd: RawFd) -> OpenSocket {
+        let mut slots = self.slots.borrow_mut();
+        let index = match self.free.borrow_mut().pop() {
+            Some(index) => {
+                slots[index] = Some(fd);
+                index
+            }
+            None => {
+                slots.push(Some(fd));
+                slots.len() - 1
+            }
+        };
+        OpenSocket {
+            sockets: self.clone(),
+            index,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.borrow().iter().flatten().count()
+    }
+
+    /// `shutdown(2)` with `how` on every tracked socket; returns how many there were.
+    fn shutdown_all(&self, how: libc::c_int) -> usize {
+        let slots = self.slots.borrow();
+        for &fd in slots.iter().flatten() {
+            // SAFETY: a plain syscall on an open descriptor: its connection task has not ended.
+            // The task gives the slot back when it ends, in the same synchronous step as the
+            // stream's close, so no stop runs between the two.
+            unsafe { libc::shutdown(fd, how) };
+        }
+        slots.iter().flatten().count()
+    }
+}
+
+/// A connection's slot in [`OpenSockets`]; dropping it gives the slot back.
+struct OpenSocket {
+    sockets: Rc<OpenSockets>,
+    index: usize,
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.sockets.slots.borrow_mut()[self.index] = None;
+        self.sockets.free.borrow_mut().push(self.index);
+    }
 }
 
 fn normalise_base_path(base: &str) -> io::Result<String> {

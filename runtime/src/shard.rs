@@ -68,12 +68,32 @@ pub(crate) struct Shard {
     mail_expected: Notify,
     /// When the last message arrived or the last call left (the hot mailbox task's clock).
     last_mail: Cell<std::time::Instant>,
-    /// A `Stop` arrived (through `drain_mailbox`, or the mailbox task).
-    stopped: std::cell::Cell<bool>,
+    /// A `Stop` arrived (through `drain_mailbox`, or the mailbox task): the shard is stopping.
+    /// It accepts no connection, and each response asks its connection to close.
+    stopping: Cell<bool>,
+    /// Wakes the server's stop sequence when `stopping` is set.
+    stop_requested: Notify,
+    /// The stop sequence is done with the network: the mailbox task ends.
+    closed: Cell<bool>,
+    /// Requests being handled now: HTTP requests this shard accepted and calls other shards
+    /// forwarded to it (see [`Shard::enter_request`]). A stop waits for them.
+    requests_in_flight: Cell<usize>,
     /// How long each wake from the store took, in µs: from the request finding the actor asleep
     /// to the actor ready (records read, state decoded, `create_vars`, `on_wake`). Logged at a
     /// clean stop.
     pub(crate) wakes: RefCell<hdrhistogram::Histogram<u64>>,
+}
+
+/// A request in flight: see [`Shard::enter_request`].
+pub(crate) struct InFlight<'a> {
+    shard: &'a Shard,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let count = &self.shard.requests_in_flight;
+        count.set(count.get() - 1);
+    }
 }
 
 /// See [`Shard::set_adopter`].
@@ -132,7 +152,10 @@ impl Shard {
             mailbox,
             mail_expected: Notify::default(),
             last_mail: Cell::new(sys::now()),
-            stopped: std::cell::Cell::new(false),
+            stopping: Cell::new(false),
+            stop_requested: Notify::default(),
+            closed: Cell::new(false),
+            requests_in_flight: Cell::new(0),
             wakes: RefCell::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
                     .expect("valid histogram bounds"),
@@ -306,7 +329,8 @@ impl Shard {
         .await
     }
 
-    /// Serves the mailbox until a `Stop` arrives.
+    /// Serves the mailbox until [`Shard::close_mailbox`]: through a stop's drain as well, so
+    /// that requests in flight still get the replies of other shards.
     ///
     /// Two modes. **Cold**: nothing is expected, so the task waits in the channel and a message
     /// wakes it through the executor (another shard's wake is queued to glommio's reactor and seen
@@ -321,7 +345,7 @@ impl Shard {
     /// `spin_before_park` keeps it always cold.
     pub(crate) async fn run_mailbox(self: Rc<Self>) {
         let hot_for = self.config.spin_before_park;
-        while !self.stopped.get() {
+        while !self.closed.get() {
             let cold = async { self.mailbox.recv().await.map(Some) };
             let expected = async {
                 self.mail_expected.wait().await;
@@ -342,7 +366,7 @@ impl Shard {
             let started = sys::now();
             self.last_mail.set(started);
             let (mut polled, mut reacted) = (started, started);
-            while !self.stopped.get() {
+            while !self.closed.get() {
                 let now = sys::now();
                 if self.drain_mailbox() > 0 {
                     self.last_mail.set(now);
@@ -362,6 +386,37 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Whether a `Stop` arrived: the shard is stopping.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Completes once a `Stop` arrived.
+    pub(crate) async fn stop_requested(&self) {
+        while !self.stopping.get() {
+            self.stop_requested.wait().await;
+        }
+    }
+
+    /// Counts a request as in flight until the guard drops (answered, or dropped with its
+    /// connection).
+    pub(crate) fn enter_request(&self) -> InFlight<'_> {
+        self.requests_in_flight
+            .set(self.requests_in_flight.get() + 1);
+        InFlight { shard: self }
+    }
+
+    /// Requests being handled now (see [`Shard::enter_request`]).
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        self.requests_in_flight.get()
+    }
+
+    /// Ends the mailbox task (`run_mailbox`), at the end of a stop's drain.
+    pub(crate) fn close_mailbox(&self) {
+        self.closed.set(true);
+        self.mail_expected.notify();
     }
 
     /// Handles the mail that arrived, if any, now: called at the shard's hot points (each HTTP
@@ -397,12 +452,20 @@ impl Shard {
             Message::Call { from, token, call } => {
                 let shard = self.clone();
                 sys::spawn(async move {
+                    let in_flight = shard.enter_request();
                     let reply = protocol::run_forwarded(&shard, call).await;
+                    drop(in_flight);
                     shard.postman.send(from, Message::Reply { token, reply });
                 });
             }
             Message::Reply { token, reply } => self.waiters.borrow_mut().complete(token, reply),
             Message::Adopt { socket, request } => {
+                if self.stopping.get() {
+                    // Too late to serve it here: dropping it closes the connection.
+                    tracing::debug!(shard = self.index, "a WebSocket moved here while stopping");
+                    drop(socket);
+                    return;
+                }
                 let shard = self.clone();
                 sys::spawn(async move {
                     // Waking a sleeping actor may read the store first.
@@ -416,13 +479,13 @@ impl Shard {
                 });
             }
             Message::Stop => {
-                if !self.stopped.replace(true) {
+                if !self.stopping.replace(true) {
                     tracing::debug!(shard = self.index, "stopping");
-                    // Wake the mailbox task if it is parked, so that it sees the flag. Not with a
-                    // message to itself: when this `Stop` was taken by a request's
-                    // `drain_mailbox`, the same burst took that message too, and the parked task
-                    // never woke (a clean stop hung, about once in 40 right after heavy load).
-                    self.mail_expected.notify();
+                    // Through the shard-local `Notify`, never with a message to itself: when this
+                    // `Stop` was taken by a request's `drain_mailbox`, the same burst would take
+                    // that message too (a clean stop hung that way, about once in 40 right after
+                    // heavy load).
+                    self.stop_requested.notify();
                 }
             }
         }

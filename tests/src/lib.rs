@@ -178,6 +178,20 @@ impl Conn {
         ready
     }
 
+    /// True if the server ends the connection (end of stream or a reset) before the read
+    /// timeout, sending nothing more first. Unlike [`Conn::is_closed`], a timeout is false.
+    pub fn ends(&mut self) -> bool {
+        if !self.buffer.is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
     /// True if the server has closed the connection (reads EOF or a reset).
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];

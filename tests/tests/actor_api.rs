@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use pinion_runtime::{
-    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Config, Registry, Server,
-    UserError, Value, sys,
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Config, NetDriver, Registry,
+    Server, UserError, Value, sys,
 };
-use pinion_tests::{Rivet, test_config};
+use pinion_tests::ws::{Frame, Ws};
+use pinion_tests::{Conn, Rivet, test_config};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -161,6 +162,90 @@ fn start(shards: usize) -> Server {
         },
     )
     .unwrap()
+}
+
+/// A stop answers what is in flight and then ends every connection, whatever the driver and
+/// shard count: a RivetKit WebSocket gets a 1001 close (and the stop waits for its closing
+/// handshake), a request being handled gets its response, a request that arrives meanwhile is
+/// answered with `connection: close`, idle keep-alive connections end, and once `stop`
+/// returned the port refuses connections. Before, connections stayed open (and their peers
+/// waiting) until the process exited.
+#[test]
+fn a_stop_answers_what_is_in_flight_and_ends_every_connection() {
+    for (shards, net_driver) in [
+        (1, NetDriver::Uring),
+        (2, NetDriver::Uring),
+        (1, NetDriver::Glommio),
+    ] {
+        let registry = Registry::new().register::<Gate>();
+        let config = Config {
+            shards: Some(shards),
+            net_driver,
+            ..test_config()
+        };
+        let server = Server::start(registry, config).unwrap();
+        let addr = server.local_addr();
+        let mut rivet = Rivet::connect(addr);
+        let id = rivet.get_or_create("gate", &format!("stop-{shards}-{net_driver:?}"));
+
+        let mut idle = Conn::open(addr);
+        assert_eq!(idle.get("/health").status, 200);
+        let mut keep_alive = Conn::open(addr);
+        assert_eq!(keep_alive.get("/health").status, 200);
+        let protocols = Some("rivet,rivet_encoding.json");
+        let (_, mut ws) = Ws::connect(addr, &format!("/gateway/{id}/connect"), protocols);
+        assert_eq!(ws.read_json()["body"]["tag"], "Init");
+        let mut busy = Conn::open(addr);
+        let body = br#"{"args":[300]}"#;
+        busy.write(
+            format!(
+                "POST /gateway/{id}/action/slowIncrement HTTP/1.1\r\nhost: x\r\n\
+                 content-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        busy.write(body);
+        while !rivet
+            .call(&id, "log", json!([]))
+            .to_string()
+            .contains("slow started")
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        let stopping = std::thread::spawn(move || server.stop());
+        // WebSockets are closed first, and the stop waits for their closing handshakes.
+        match ws.read() {
+            Frame::Close(code, _) => assert_eq!(code, Some(1001)),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        // Meanwhile a new request is answered, and says the connection closes. (Only where the
+        // connection is on the WebSocket's shard, as with one shard: each shard drains on its
+        // own, and a shard without WebSockets ends its idle connections at once.)
+        if shards == 1 {
+            let reply = idle.get("/health");
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.header("connection"), Some("close"));
+        }
+        assert!(idle.ends(), "the connection ends (after its response)");
+        ws.send_close(1001, "");
+        ws.expect_eof();
+        let reply = busy
+            .read_reply()
+            .expect("the request in flight is answered");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json(), json!({"output": 1}));
+        assert!(busy.ends(), "the busy connection ends after its response");
+        // An idle keep-alive connection ends too.
+        assert!(keep_alive.ends(), "the idle keep-alive connection ends");
+        stopping.join().unwrap().unwrap();
+        let refused = std::net::TcpStream::connect(addr);
+        assert!(
+            refused.is_err(),
+            "{shards} shards, {net_driver:?}: {refused:?}"
+        );
+    }
 }
 
 #[test]

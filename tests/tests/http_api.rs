@@ -534,22 +534,29 @@ fn a_server_stops_while_requests_keep_arriving() {
         let id = Rivet::connect(addr).get_or_create("counter", "stop");
         let running = Arc::new(AtomicBool::new(true));
         let served = Arc::new(AtomicU64::new(0));
+        let mut clients = Vec::new();
         for _ in 0..4 {
             let (running, served, id) = (running.clone(), served.clone(), id.clone());
-            // Not joined: a connection the stopped server has not closed yet ends at the
-            // client's read timeout.
-            thread::spawn(move || {
+            clients.push(thread::spawn(move || {
                 let body = br#"{"args":[1]}"#;
                 let path = format!("/gateway/{id}/action/increment");
                 let mut conn = Conn::open(addr);
                 while running.load(Ordering::Relaxed) {
                     match conn.try_request("POST", &path, &[], body) {
                         Ok(reply) if reply.status == 200 => served.fetch_add(1, Ordering::Relaxed),
+                        Err(error)
+                            if matches!(
+                                error.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            panic!("the stopped server left a connection open: {error}")
+                        }
                         // Stopping: the listener closes, connections end.
                         _ => break,
                     };
                 }
-            });
+            }));
         }
         while served.load(Ordering::Relaxed) < 50 {
             thread::sleep(Duration::from_millis(1));
@@ -563,6 +570,11 @@ fn a_server_stops_while_requests_keep_arriving() {
         match result {
             Ok(stopped) => stopped.unwrap(),
             Err(_) => panic!("round {round}: the server did not stop within 20 s under load"),
+        }
+        // The stop ended every connection, so each client saw its end (a client left waiting
+        // would panic at its 10 s read timeout instead).
+        for client in clients {
+            client.join().unwrap();
         }
     }
 }
