@@ -166,7 +166,8 @@ def wake_table(records):
                "even with a cold page cache most wakes find theirs cached by an earlier one).")
     out.append("")
     for name, base in (("wake-warm", "wake-awake"), ("wake-cold", "wake-awake"),
-                       ("wake-warm-spin", "wake-awake-spin")):
+                       ("wake-warm-spin", "wake-awake-spin"),
+                       ("wake-cold-spin", "wake-awake-spin")):
         woke, awake = touches.get(name), touches.get(base)
         if woke and awake:
             d50 = woke["latency_us"]["p50"] - awake["latency_us"]["p50"]

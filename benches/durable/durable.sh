@@ -28,6 +28,8 @@
 #   --out DIR           results directory                                       (default bench-out/durable)
 #   --no-install        fail instead of installing redis-server when it is missing
 #   --no-build          use the release binaries as they are
+# Environment: DURABLE_SERVER_ARGS, extra pinion-demo flags for every Pinion server (experiments,
+# e.g. "--spin-us 400"); recorded in the results' notes.
 #
 # a. writes: Redis INCR (redis-benchmark -t incr -P 1) with `--appendonly yes --appendfsync
 #    always` and, for reference, without persistence; Pinion (pinion-demo --shards 1 --data-dir,
@@ -54,8 +56,9 @@
 #    read` (one connection, one request at a time) wakes each from disk (page cache warm); a
 #    second touch right away measures the same request on awake actors; both again with a client
 #    that spins on its socket (`touch --spin`: its own wake-up stays out of the latencies). As
-#    root with a writable /proc/sys/vm/drop_caches, once more after sleepNow + `sync; echo 1 >
-#    drop_caches` (cold page cache; this drops the page cache of the whole machine). "check" counts replies with
+#    root with a writable /proc/sys/vm/drop_caches, twice more (each client once) after sleepNow +
+#    `sync; echo 1 > drop_caches` (cold page cache; this drops the page cache of the whole
+#    machine). "check" counts replies with
 #    `"vars":0`: actors whose ephemeral vars started over, i.e. that were really woken. The
 #    server runs with a long sleep timeout so that the awake baseline stays awake (20000
 #    sequential requests take longer than a short timeout).
@@ -243,8 +246,9 @@ start_pinion() {
   port=$(free_port)
   endpoint=http://127.0.0.1:$port
   spawn_ns=$(date +%s%N)
+  # shellcheck disable=SC2086 # DURABLE_SERVER_ARGS is a list of flags
   taskset -c "$server_cpu" "$demo" --listen "127.0.0.1:$port" --shards 1 --data-dir "$2" \
-    --sleep-timeout-ms "$3" > "$out/$name.out" 2> "$out/$name.err" &
+    --sleep-timeout-ms "$3" ${DURABLE_SERVER_ARGS:-} > "$out/$name.out" 2> "$out/$name.err" &
   pinion_pid=$!; track "$pinion_pid"
   if ! ready_ms=$(load "$pop" wait-ready --endpoint "$endpoint" --timeout-ms 600000 --since-ns "$spawn_ns"); then
     log "pinion-demo ($name) did not become ready; its stderr:"; tail -n 20 "$out/$name.err" >&2
@@ -281,6 +285,9 @@ echo "data directories under $data_root ($fs_type on $fs_dev); servers on CPU $s
 if [ "$fs_type" = tmpfs ] || [ "$fs_type" = ramfs ]; then
   log "warning: $data_root is $fs_type: fsync costs nothing there (use --data-root on a disk)"
   note "the data directories were on $fs_type: fsync costs nothing there, durable numbers are not"
+fi
+if [ -n "${DURABLE_SERVER_ARGS:-}" ]; then
+  note "every pinion-demo ran with the extra flags DURABLE_SERVER_ARGS=\"$DURABLE_SERVER_ARGS\""
 fi
 
 # --- a. durable writes ------------------------------------------------------------------------
@@ -525,6 +532,13 @@ if want wake; then
       log "page cache: $((cached_before / 1024)) MiB before, $(($(awk '/^Cached:/ {print $2}' /proc/meminfo) / 1024)) MiB after"
       touch_run wake-cold "asleep: wake from disk, cold page cache" --ids "$tmp/sleepers.ids" --action read \
         --count-matching '"vars":0'
+      # Once more with the spinning client: the device's latency without the client's wake-up.
+      put_to_sleep
+      sync
+      if (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null; then
+        touch_run wake-cold-spin "asleep: wake from disk, cold page cache, spinning client" \
+          --ids "$tmp/sleepers.ids" --action read --count-matching '"vars":0' --spin
+      fi
     else
       log "cannot write /proc/sys/vm/drop_caches: no cold run"
       note "no cold-page-cache run: /proc/sys/vm/drop_caches is not writable here"
@@ -535,23 +549,30 @@ if want wake; then
   exited "$wake_pid" && { log "pinion-demo exited during part b (see $out/pinion-wake.err)"; exit 1; }
   log "pinion-demo (wake) stopped in $(stop "$wake_pid" TERM 60) ms"
   # The server's own measure of each wake (request found the actor asleep -> actor ready: record
-  # and state read, decoded, create_vars, on_wake), logged at the clean stop; warm and cold wakes
-  # together.
-  wakes=$(python3 - "$out/pinion-wake.err" <<'PY'
+  # and state read, decoded, create_vars, on_wake), logged at the clean stop: every wake (warm
+  # and cold page cache together), and those among them that read from the device.
+  server_wakes() {
+    python3 - "$out/pinion-wake.err" "$1" <<'PY'
 import re, sys
 found = ""
 for line in open(sys.argv[1], errors="replace"):
-    if "wakes at stop" in line:
+    if sys.argv[2] in line:
         v = dict(re.findall(r"(count|p50_us|p99_us|max_us)=(\d+)", line))
         if len(v) == 4:
             found = (f"{v['count']} wakes, p50 {v['p50_us']} µs, p99 {v['p99_us']} µs, "
                      f"max {v['max_us']} µs")
 print(found)
 PY
-)
+  }
+  wakes=$(server_wakes "wakes at stop")
   if [ -n "$wakes" ]; then
     log "server-side wake time: $wakes"
     note "wake from disk, measured by the server (request found the actor asleep -> actor ready; warm and cold page cache together): $wakes"
+  fi
+  wakes=$(server_wakes "wakes that read from the device")
+  if [ -n "$wakes" ]; then
+    log "server-side wake time, wakes that read from the device: $wakes"
+    note "of those, the wakes that read from the device (some record not in the page cache), measured by the server: $wakes"
   fi
 fi
 

@@ -237,11 +237,19 @@ impl Shard {
                 _ => return Ok(None),
             }
             let _guard = self.close_gate(id);
-            let started = sys::now();
+            let ring_reads = || self.store.stats().map_or(0, |stats| stats.ring_reads);
+            let (started, reads_before) = (sys::now(), ring_reads());
             let woken = self.wake(id).await;
             let micros = sys::now().duration_since(started).as_micros() as u64;
             // Saturates at the histogram's bound (a minute) instead of failing.
             self.wakes.borrow_mut().saturating_record(micros.max(1));
+            if ring_reads() > reads_before {
+                // Some record was not (wholly) in the page cache. Approximate while other
+                // wakes overlap this one; exact for one request at a time.
+                self.device_wakes
+                    .borrow_mut()
+                    .saturating_record(micros.max(1));
+            }
             return woken.map(Some);
         }
     }

@@ -149,8 +149,14 @@ impl Server {
                             "store at stop"
                         );
                     }
-                    {
-                        let wakes = shard.wakes.borrow();
+                    for (wakes, message) in [
+                        (&shard.wakes, "wakes at stop"),
+                        (
+                            &shard.device_wakes,
+                            "wakes that read from the device, at stop",
+                        ),
+                    ] {
+                        let wakes = wakes.borrow();
                         if !wakes.is_empty() {
                             tracing::info!(
                                 shard = index,
@@ -158,7 +164,7 @@ impl Server {
                                 p50_us = wakes.value_at_quantile(0.5),
                                 p99_us = wakes.value_at_quantile(0.99),
                                 max_us = wakes.max(),
-                                "wakes at stop"
+                                "{message}"
                             );
                         }
                     }

@@ -82,6 +82,14 @@ pub(crate) struct Shard {
     /// to the actor ready (records read, state decoded, `create_vars`, `on_wake`). Logged at a
     /// clean stop.
     pub(crate) wakes: RefCell<hdrhistogram::Histogram<u64>>,
+    /// The wakes among those that read from the device (the store read some record through
+    /// its ring: not wholly in the page cache).
+    pub(crate) device_wakes: RefCell<hdrhistogram::Histogram<u64>>,
+}
+
+/// Wake times in µs, up to a minute.
+fn wake_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// A request in flight: see [`Shard::enter_request`].
@@ -156,10 +164,8 @@ impl Shard {
             stop_requested: Notify::default(),
             closed: Cell::new(false),
             requests_in_flight: Cell::new(0),
-            wakes: RefCell::new(
-                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
-                    .expect("valid histogram bounds"),
-            ),
+            wakes: RefCell::new(wake_histogram()),
+            device_wakes: RefCell::new(wake_histogram()),
         });
         assert!(shard.index < shard.shard_count());
         shard
