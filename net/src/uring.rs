@@ -120,6 +120,9 @@ struct Inner {
     eventfd: RawFd,
     /// The read-timeout sweeper, parked while no read has a deadline.
     sweep_waker: Option<Waker>,
+    /// [`Driver::close`] was called: [`Driver::run`] returns.
+    closed: bool,
+    close_waker: Option<Waker>,
 }
 
 struct Slot {
@@ -288,12 +291,14 @@ impl Driver {
                 flush_waker: None,
                 eventfd,
                 sweep_waker: None,
+                closed: false,
+                close_waker: None,
             })),
         })
     }
 
     /// Drives the ring: submits batched entries and dispatches completions. Spawn it once per
-    /// shard; it runs until the driver is dropped by everything else.
+    /// shard; it runs until [`Driver::close`].
     pub async fn run(self) -> io::Result<()> {
         let eventfd = {
             let inner = self.inner.borrow();
@@ -347,15 +352,45 @@ impl Driver {
                 self.inner.borrow_mut().expire_reads(Instant::now());
             }
         };
-        let result: io::Result<((), ())> = futures_lite::future::try_zip(
-            completions,
-            futures_lite::future::or(submissions, async {
-                sweeper.await;
-                Ok(())
-            }),
-        )
-        .await;
-        result.map(|_| ())
+        let closed = poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            if inner.closed {
+                Poll::Ready(Ok(()))
+            } else {
+                inner.close_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        let running = async {
+            let result: io::Result<((), ())> = futures_lite::future::try_zip(
+                completions,
+                futures_lite::future::or(submissions, async {
+                    sweeper.await;
+                    Ok(())
+                }),
+            )
+            .await;
+            result.map(|_| ())
+        };
+        futures_lite::future::or(closed, running).await
+    }
+
+    /// Shuts the driver down: stops listening ([`Driver::close_listener`]) and makes
+    /// [`Driver::run`] return, so the ring, its buffers, the listener and the descriptors of
+    /// connections still open are released once the last handle (driver or stream) is dropped.
+    /// Operations in flight then never complete: call it once the connections have ended.
+    /// `run`'s own glommio handle on the ring's eventfd is closed at the executor's next reactor
+    /// pass after `run` returns (a glommio file dropped without `close`): let one happen (a
+    /// short sleep) before the executor ends.
+    pub fn close(&self) {
+        if let Err(error) = self.close_listener() {
+            tracing::debug!(%error, "shutting down the listener failed");
+        }
+        let mut inner = self.inner.borrow_mut();
+        inner.closed = true;
+        if let Some(waker) = inner.close_waker.take() {
+            waker.wake();
+        }
     }
 
     /// Submits what is queued and dispatches the completions that are waiting, now (one

@@ -171,6 +171,14 @@ impl Server {
                     if let Err(error) = shard.store.close().await {
                         tracing::error!(%error, shard = index, "closing the store failed");
                     }
+                    // Tasks still pending (timers, hooks waiting on a gate) would hold the shard
+                    // forever: a process that starts servers again would leak each one.
+                    sys::cancel_spawned().await;
+                    // The shard's last owner: dropping it queues the closes of the files its
+                    // store still holds (glommio closes a dropped file at its next reactor
+                    // pass), and the sleep makes that pass before the executor ends.
+                    drop(shard);
+                    sys::sleep(Duration::from_millis(1)).await;
                 })
                 .map_err(|error| {
                     io::Error::other(format!("cannot start shard {index} on CPU {cpu}: {error}"))
@@ -309,17 +317,22 @@ impl Listener {
         }
     }
 
-    /// Stops listening (see [`pinion_net::uring::Driver::close_listener`]).
-    fn close(self, shard: usize) {
+    /// Stops listening (see [`pinion_net::uring::Driver::close_listener`]); returns our
+    /// driver, to be closed once the connections have ended.
+    fn close(self, shard: usize) -> Option<pinion_net::uring::Driver> {
         match self {
             Listener::Uring(driver) => {
                 if let Err(error) = driver.close_listener() {
                     tracing::warn!(%error, shard, "closing the listener failed");
                 }
+                Some(driver)
             }
             // Closes the descriptor (glommio's accept, dropped with the accept loop, no longer
             // polls it).
-            Listener::Glommio(listener) => drop(listener),
+            Listener::Glommio(listener) => {
+                drop(listener);
+                None
+            }
         }
     }
 }
@@ -399,7 +412,7 @@ fn serve_detached<T: Transport + AsRawFd + 'static>(
 async fn drain(shard: &Shard, listener: Listener, sockets: &OpenSockets) {
     const POLL: Duration = Duration::from_millis(1);
     let deadline = sys::now() + shard.config.stop_grace;
-    listener.close(shard.index);
+    let driver = listener.close(shard.index);
     let websockets = shard
         .heartbeats
         .close_all(CLOSE_GOING_AWAY, "server stopping");
@@ -430,6 +443,15 @@ async fn drain(shard: &Shard, listener: Listener, sockets: &OpenSockets) {
             grace_ms = shard.config.stop_grace.as_millis() as u64,
             "connections still busy after the stop grace were ended"
         );
+    }
+    // Nothing is served any more: release the network driver (its ring, buffers and
+    // descriptors), which the shard's hooks into it would otherwise keep alive (glommio never
+    // drops the pending tasks that hold the shard).
+    shard.release_network();
+    if let Some(driver) = driver {
+        driver.close();
+        // One reactor pass after the driver's task ends, which closes its last descriptor.
+        sys::sleep(POLL).await;
     }
     tracing::debug!(shard = shard.index, "stopped serving");
 }

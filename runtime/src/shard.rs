@@ -419,6 +419,13 @@ impl Shard {
         self.requests_in_flight.get()
     }
 
+    /// Drops the shard's hooks into the network driver (adopter, poller), at the end of a stop's
+    /// drain: WebSockets moved here later are closed.
+    pub(crate) fn release_network(&self) {
+        self.adopter.borrow_mut().take();
+        self.io_poller.borrow_mut().take();
+    }
+
     /// Ends the mailbox task (`run_mailbox`), at the end of a stop's drain.
     pub(crate) fn close_mailbox(&self) {
         self.closed.set(true);

@@ -26,9 +26,83 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Runs `future` as an independent task on the current shard. The task is detached: it runs to
-/// completion (or until the shard stops) and its output is dropped.
+/// completion, or until [`cancel_spawned`] at the shard's end, and its output is dropped.
 pub fn spawn(future: impl Future<Output = ()> + 'static) {
-    glommio::spawn_local(future).detach();
+    let index = SPAWNED.with(|spawned| spawned.borrow_mut().reserve());
+    // The task cannot end before its handle is stored: it only runs once this returns.
+    let handle = glommio::spawn_local(async move {
+        let _ended = Ended(index);
+        future.await
+    })
+    .detach();
+    SPAWNED.with(|spawned| spawned.borrow_mut().handles[index] = Some(handle));
+}
+
+/// Cancels every task [`spawn`] started on this thread that has not ended, and lets the
+/// executor drop them: for the end of a shard. A glommio executor that stops leaves its pending
+/// tasks unfinished and never drops them, so whatever they hold (the shard itself, with its
+/// actors and its store's index) would stay in memory until the process exits.
+pub async fn cancel_spawned() {
+    let handles: Vec<_> = SPAWNED.with(|spawned| {
+        let mut spawned = spawned.borrow_mut();
+        spawned.finished.clear();
+        spawned
+            .handles
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect()
+    });
+    for handle in &handles {
+        handle.cancel();
+    }
+    // A cancelled task's future is dropped when the executor next runs the task; the sleep
+    // also gives the reactor a pass, which closes the files those drops left to it.
+    futures_lite::future::yield_now().await;
+    sleep(Duration::from_millis(1)).await;
+    drop(handles);
+}
+
+/// Which tasks [`spawn`] started on this thread and have not ended: a slab of their handles.
+#[derive(Default)]
+struct Spawned {
+    handles: Vec<Option<glommio::task::JoinHandle<()>>>,
+    free: Vec<usize>,
+    /// Handles of tasks that ended, dropped at the next `reserve` rather than by the ending
+    /// task itself (whose own handle that would be).
+    finished: Vec<glommio::task::JoinHandle<()>>,
+}
+
+impl Spawned {
+    fn reserve(&mut self) -> usize {
+        self.finished.clear();
+        match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.handles.push(None);
+                self.handles.len() - 1
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SPAWNED: RefCell<Spawned> = RefCell::new(Spawned::default());
+}
+
+/// Gives a spawned task's slot back when the task ends (completes, or is dropped cancelled).
+struct Ended(usize);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        // `try_with`: a task dropped while the thread's locals are being destroyed.
+        let _ = SPAWNED.try_with(|spawned| {
+            let mut spawned = spawned.borrow_mut();
+            if let Some(handle) = spawned.handles[self.0].take() {
+                spawned.finished.push(handle);
+            }
+            spawned.free.push(self.0);
+        });
+    }
 }
 
 /// Completes after `duration` on the shard's timer.
@@ -262,6 +336,34 @@ mod tests {
 
     fn pending_deadlines() -> usize {
         DEADLINES.with(|deadlines| deadlines.borrow().live)
+    }
+
+    #[test]
+    fn cancel_spawned_drops_the_pending_tasks_and_what_they_hold() {
+        run(async {
+            let held = std::rc::Rc::new(());
+            for _ in 0..3 {
+                let held = held.clone();
+                spawn(async move {
+                    std::future::pending::<()>().await;
+                    drop(held);
+                });
+            }
+            // One that ends by itself gives its slot back, and is not cancelled twice.
+            spawn(async {});
+            futures_lite::future::yield_now().await;
+            assert_eq!(std::rc::Rc::strong_count(&held), 4);
+            cancel_spawned().await;
+            assert_eq!(std::rc::Rc::strong_count(&held), 1);
+            let live = SPAWNED.with(|spawned| spawned.borrow().handles.iter().flatten().count());
+            assert_eq!(live, 0);
+            // Spawning still works afterwards.
+            let ran = std::rc::Rc::new(Cell::new(false));
+            let flag = ran.clone();
+            spawn(async move { flag.set(true) });
+            sleep(Duration::from_millis(1)).await;
+            assert!(ran.get());
+        });
     }
 
     #[test]

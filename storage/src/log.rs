@@ -199,7 +199,8 @@ struct Inner {
     shard: u32,
     shards: u32,
     options: Options,
-    dir_handle: Directory,
+    /// The shard directory, for `fsync`s of new names; taken and closed by `shut`.
+    dir_handle: RefCell<Option<Rc<Directory>>>,
     recovered: Recovered,
     state: RefCell<State>,
     /// The flusher's own ring for linked write + `fdatasync` (see `syncring`); `None` when it
@@ -1042,7 +1043,7 @@ impl LogStore {
             shard,
             shards,
             options,
-            dir_handle,
+            dir_handle: RefCell::new(Some(Rc::new(dir_handle))),
             recovered,
             state: RefCell::new(state),
             nowait_reads: Cell::new(true),
@@ -1154,6 +1155,13 @@ impl LogStore {
             if let Ok(file) = Rc::try_unwrap(file) {
                 file.close().await?;
             }
+        }
+        let dir_handle = self.inner.dir_handle.borrow_mut().take();
+        if let Some(Ok(dir_handle)) = dir_handle.map(Rc::try_unwrap) {
+            // Closed now: dropped, glommio would close it at a later reactor pass, which a
+            // stopping executor may never make. Nothing was written through it, so a failed
+            // close loses nothing.
+            let _ = dir_handle.close().await;
         }
         self.inner.lock.borrow_mut().take();
         result
@@ -1279,6 +1287,15 @@ impl State {
 }
 
 impl Inner {
+    /// `fsync`s the shard directory (new or removed names); fails once the store is closed.
+    async fn sync_dir(&self) -> io::Result<()> {
+        let dir = self.dir_handle.borrow().clone();
+        match dir {
+            Some(dir) => dir.sync().await.map_err(io::Error::from),
+            None => Err(io::Error::other("the store is closed")),
+        }
+    }
+
     fn set_closing(&self) {
         let mut st = self.state.borrow_mut();
         st.closing = true;
@@ -1755,7 +1772,7 @@ async fn write_batch(inner: &Inner, seg: u32, start: u64, mut buf: Vec<u8>) -> i
                 .buffered_open(segment_path(&inner.dir, seg))
                 .await?;
             // The new name must be durable before anything in the file is acknowledged.
-            inner.dir_handle.sync().await?;
+            inner.sync_dir().await?;
             let file = Rc::new(file);
             advise_random(&file);
             let mut st = inner.state.borrow_mut();
@@ -1994,7 +2011,7 @@ async fn make_spare(inner: &Inner, seg: u32, len: u64) -> io::Result<BufferedFil
         .await?;
     let made = async {
         write_zeros(&file, 0, len).await?;
-        inner.dir_handle.sync().await?;
+        inner.sync_dir().await?;
         io::Result::Ok(())
     }
     .await;

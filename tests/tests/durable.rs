@@ -25,30 +25,8 @@ use pinion_runtime::{
     Server, Value, sys,
 };
 use pinion_tests::ws::Ws;
-use pinion_tests::{Conn, Rivet, start_with, test_config};
+use pinion_tests::{Conn, Rivet, TempDir, start_with, test_config};
 use serde_json::{Value as Json, json};
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let path =
-            std::env::temp_dir().join(format!("pinion-test-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The demo server as a child process.
 struct DemoProcess {
