@@ -85,12 +85,15 @@ pub(crate) fn wire(shard_count: usize) -> (Vec<Mailbox>, Postman) {
 }
 
 impl Postman {
-    pub(crate) fn send(&self, shard: usize, message: Message) {
-        // A send fails only when the receiving shard has already stopped; during shutdown that is
-        // expected and the message (a reply nobody awaits any more) can be dropped.
-        let _ = self.inboxes[shard].send(message);
+    /// Sends `message` to `shard`; false if that shard has already ended (its inbox is gone),
+    /// in which case the message is dropped.
+    pub(crate) fn send(&self, shard: usize, message: Message) -> bool {
+        if self.inboxes[shard].send(message).is_err() {
+            return false;
+        }
         // Release: a receiver that sees the flag set finds the message in the channel.
         self.waiting[shard].store(true, Ordering::Release);
+        true
     }
 
     pub(crate) fn shard_count(&self) -> usize {

@@ -590,7 +590,10 @@ impl Handler for Gateway {
         Some(Accepted::handoff(
             protocol,
             Box::new(move |detached| match detached {
-                Ok(socket) => postman.send(owner, Message::Adopt { socket, request }),
+                Ok(socket) => {
+                    // A shard that has ended drops the socket, which closes the connection.
+                    let _ = postman.send(owner, Message::Adopt { socket, request });
+                }
                 Err(error) => tracing::debug!(%error, "WebSocket handoff failed"),
             }),
         ))

@@ -174,6 +174,7 @@ impl Server {
                     // Tasks still pending (timers, hooks waiting on a gate) would hold the shard
                     // forever: a process that starts servers again would leak each one.
                     sys::cancel_spawned().await;
+                    shard.refuse_mail();
                     // The shard's last owner: dropping it queues the closes of the files its
                     // store still holds (glommio closes a dropped file at its next reactor
                     // pass), and the sleep makes that pass before the executor ends.
@@ -423,7 +424,9 @@ async fn drain(shard: &Shard, listener: Listener, sockets: &OpenSockets) {
         requests = shard.requests_in_flight(),
         "stopped listening; draining"
     );
-    // WebSockets first: ending a socket's reading would cut its closing handshake short.
+    // WebSockets first: ending a socket's reading would cut its closing handshake short. A
+    // session lives until its peer has closed the TCP connection too (or the 2 s linger gave
+    // up), so this waits for the handshakes.
     while shard.heartbeats.live() > 0 && sys::now() < deadline {
         sys::sleep(POLL).await;
     }

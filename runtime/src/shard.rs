@@ -318,7 +318,7 @@ impl Shard {
             }
             waiters.insert()
         };
-        self.postman.send(
+        let sent = self.postman.send(
             owner,
             Message::Call {
                 from: self.index,
@@ -326,6 +326,11 @@ impl Shard {
                 call,
             },
         );
+        if !sent {
+            // The owner has stopped (this shard is stopping too).
+            self.waiters.borrow_mut().release(token);
+            return Reply::error(&RivetError::stopping());
+        }
         self.last_mail.set(sys::now());
         self.mail_expected.notify();
         WaitReply {
@@ -426,6 +431,18 @@ impl Shard {
         self.io_poller.borrow_mut().take();
     }
 
+    /// Answers the calls still in the inbox with "stopping" and drops the other mail, at the
+    /// very end of the shard (the mailbox task has ended): once the shard is dropped, sends to it
+    /// fail at once, so no caller is left waiting for a reply.
+    pub(crate) fn refuse_mail(&self) {
+        while let Some(message) = self.mailbox.try_recv() {
+            if let Message::Call { from, token, .. } = message {
+                let reply = Reply::error(&RivetError::stopping());
+                let _ = self.postman.send(from, Message::Reply { token, reply });
+            }
+        }
+    }
+
     /// Ends the mailbox task (`run_mailbox`), at the end of a stop's drain.
     pub(crate) fn close_mailbox(&self) {
         self.closed.set(true);
@@ -468,7 +485,8 @@ impl Shard {
                     let in_flight = shard.enter_request();
                     let reply = protocol::run_forwarded(&shard, call).await;
                     drop(in_flight);
-                    shard.postman.send(from, Message::Reply { token, reply });
+                    // A caller that has ended awaits nothing any more.
+                    let _ = shard.postman.send(from, Message::Reply { token, reply });
                 });
             }
             Message::Reply { token, reply } => self.waiters.borrow_mut().complete(token, reply),

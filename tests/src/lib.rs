@@ -201,6 +201,11 @@ impl Conn {
         ready
     }
 
+    /// Bounds how long each read waits (10 s from [`Conn::open`]).
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+
     /// True if the server ends the connection (end of stream or a reset) before the read
     /// timeout, sending nothing more first. Unlike [`Conn::is_closed`], a timeout is false.
     pub fn ends(&mut self) -> bool {

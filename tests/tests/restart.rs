@@ -56,7 +56,10 @@ fn stopped_servers_leave_no_descriptors_behind() {
             Some("rivet,rivet_encoding.json"),
         );
         assert_eq!(ws.read_json()["body"]["tag"], "Init");
-        server.stop().unwrap();
+        let stopping = std::thread::spawn(move || server.stop());
+        assert_eq!(ws.expect_close().0, Some(1001));
+        drop(ws); // the stop waits for the client to close its side too
+        stopping.join().unwrap().unwrap();
         assert!(conn.ends());
     };
     run(0);

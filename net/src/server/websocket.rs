@@ -735,9 +735,12 @@ pub(super) async fn run<T: Transport>(
         }
     }
     // The close frame is written: shut down and linger, as the HTTP loop does. Sends already
-    // fail (closing); dropping the endpoint marks the queue closed.
+    // fail (closing). The session lives until the peer has closed too (or the linger gave up),
+    // so that whoever counts live sessions (a stopping server) sees the closing handshake end;
+    // dropping the endpoint then marks the queue closed.
+    let closed = conn.close().await;
     drop(endpoint);
-    conn.close().await
+    closed
 }
 
 /// Decodes the complete frames in the read buffer while the connection is open; returns how
