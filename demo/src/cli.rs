@@ -117,8 +117,13 @@ pub fn main() -> ExitCode {
         Ok(signal) => tracing::info!(signal, "stopping"),
         Err(error) => tracing::error!(%error, "cannot wait for signals; stopping"),
     }
+    let stopping = std::time::Instant::now();
     match server.stop() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            let elapsed_ms = stopping.elapsed().as_millis() as u64;
+            tracing::info!(elapsed_ms, "stopped");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("pinion-demo: {error}");
             ExitCode::FAILURE

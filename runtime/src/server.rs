@@ -417,13 +417,18 @@ async fn drain(shard: &Shard, listener: Listener, sockets: &OpenSockets) {
     let websockets = shard
         .heartbeats
         .close_all(CLOSE_GOING_AWAY, "server stopping");
-    tracing::debug!(
-        shard = shard.index,
-        websockets,
-        connections = sockets.len(),
-        requests = shard.requests_in_flight(),
-        "stopped listening; draining"
-    );
+    let (connections, requests) = (sockets.len(), shard.requests_in_flight());
+    if connections > 0 || requests > 0 {
+        // A stop may take up to the grace: say what it waits for.
+        tracing::info!(
+            shard = shard.index,
+            websockets,
+            connections,
+            requests,
+            grace_ms = shard.config.stop_grace.as_millis() as u64,
+            "stopped listening; closing the connections"
+        );
+    }
     // WebSockets first: ending a socket's reading would cut its closing handshake short. A
     // session lives until its peer has closed the TCP connection too (or the 2 s linger gave
     // up), so this waits for the handshakes.
