@@ -65,6 +65,8 @@ impl Liveness {
 #[derive(Default)]
 pub(crate) struct Heartbeats {
     sockets: RefCell<Vec<Weak<Liveness>>>,
+    /// The list's length after `watch` last dropped the ended sockets from it.
+    pruned_len: Cell<usize>,
 }
 
 impl Heartbeats {
@@ -73,7 +75,15 @@ impl Heartbeats {
             sender,
             seen: Cell::new(true),
         });
-        self.sockets.borrow_mut().push(Rc::downgrade(&liveness));
+        let mut sockets = self.sockets.borrow_mut();
+        // The tick drops ended sockets too, but there may be no tick (`ws_heartbeat: None`), and
+        // each entry pins its `Liveness`'s memory: prune when the list has doubled (amortised
+        // O(1) per socket).
+        if sockets.len() >= 2 * self.pruned_len.get().max(64) {
+            sockets.retain(|weak| weak.strong_count() > 0);
+            self.pruned_len.set(sockets.len());
+        }
+        sockets.push(Rc::downgrade(&liveness));
         liveness
     }
 
