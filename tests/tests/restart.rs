@@ -28,7 +28,8 @@ fn descriptors() -> (usize, Vec<String>) {
 /// stops) leave no socket, ring or file open. Before, each stop left our io_uring driver (its
 /// ring, listener and eventfds) and its shards (actors, store) behind: glommio never drops a
 /// stopped executor's pending tasks, which held them. glommio 0.9 itself keeps one eventfd per
-/// executor it ran (measured with bare executors), so eventfds may grow by that much.
+/// executor it ran (measured with bare executors; DataDog/glommio#448, open), so eventfds may
+/// grow by that much.
 #[test]
 fn stopped_servers_leave_no_descriptors_behind() {
     const SERVERS: usize = 10;
