@@ -407,9 +407,9 @@ fn serve_detached<T: Transport + AsRawFd + 'static>(
 }
 
 /// Stops a shard's serving (see [`Server::stop`]): closes the listener, closes the WebSockets
-/// with 1001, lets the requests in flight finish (HTTP requests, and calls from other shards), and ends every connection left once
-/// `stop_grace` has passed. Polls the counts every millisecond: a stop is rare, and nothing
-/// on a request's path has to signal it.
+/// with 1001, lets the requests in flight finish (HTTP requests, and calls from other shards),
+/// and ends every connection left once `stop_grace` has passed. Polls the counts every
+/// millisecond: a stop is rare, and nothing on a request's path has to signal it.
 async fn drain(shard: &Shard, listener: Listener, sockets: &OpenSockets) {
     const POLL: Duration = Duration::from_millis(1);
     let deadline = sys::now() + shard.config.stop_grace;
@@ -473,43 +473,31 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// and given back when its task ends, before the descriptor can be reused.
 #[derive(Default)]
 struct OpenSockets {
-    slots: RefCell<Vec<Option<RawFd>>>,
-    free: RefCell<Vec<usize>>,
+    fds: RefCell<sys::Slab<RawFd>>,
 }
 
 impl OpenSockets {
     fn track(self: &Rc<Self>, fd: RawFd) -> OpenSocket {
-        let mut slots = self.slots.borrow_mut();
-        let index = match self.free.borrow_mut().pop() {
-            Some(index) => {
-                slots[index] = Some(fd);
-                index
-            }
-            None => {
-                slots.push(Some(fd));
-                slots.len() - 1
-            }
-        };
         OpenSocket {
+            index: self.fds.borrow_mut().insert(fd),
             sockets: self.clone(),
-            index,
         }
     }
 
     fn len(&self) -> usize {
-        self.slots.borrow().iter().flatten().count()
+        self.fds.borrow().len()
     }
 
     /// `shutdown(2)` with `how` on every tracked socket; returns how many there were.
     fn shutdown_all(&self, how: libc::c_int) -> usize {
-        let slots = self.slots.borrow();
-        for &fd in slots.iter().flatten() {
+        let fds = self.fds.borrow();
+        for &fd in fds.iter() {
             // SAFETY: a plain syscall on an open descriptor: its connection task has not ended.
             // The task gives the slot back when it ends, in the same synchronous step as the
             // stream's close, so no stop runs between the two.
             unsafe { libc::shutdown(fd, how) };
         }
-        slots.iter().flatten().count()
+        fds.len()
     }
 }
 
@@ -521,8 +509,7 @@ struct OpenSocket {
 
 impl Drop for OpenSocket {
     fn drop(&mut self) {
-        self.sockets.slots.borrow_mut()[self.index] = None;
-        self.sockets.free.borrow_mut().push(self.index);
+        self.sockets.fds.borrow_mut().remove(self.index);
     }
 }
 

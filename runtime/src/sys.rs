@@ -35,7 +35,11 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) {
         future.await
     })
     .detach();
-    SPAWNED.with(|spawned| spawned.borrow_mut().handles[index] = Some(handle));
+    SPAWNED.with(|spawned| {
+        if let Some(slot) = spawned.borrow_mut().handles.get_mut(index) {
+            *slot = Some(handle);
+        }
+    });
 }
 
 /// Cancels every task [`spawn`] started on this thread that has not ended, and lets the
@@ -62,11 +66,11 @@ pub async fn cancel_spawned() {
     drop(handles);
 }
 
-/// Which tasks [`spawn`] started on this thread and have not ended: a slab of their handles.
+/// Which tasks [`spawn`] started on this thread and have not ended.
 #[derive(Default)]
 struct Spawned {
-    handles: Vec<Option<glommio::task::JoinHandle<()>>>,
-    free: Vec<usize>,
+    /// Their handles; a slot is `None` from `reserve` until `spawn` stores the handle.
+    handles: Slab<Option<glommio::task::JoinHandle<()>>>,
     /// Handles of tasks that ended, dropped at the next `reserve` rather than by the ending
     /// task itself (whose own handle that would be).
     finished: Vec<glommio::task::JoinHandle<()>>,
@@ -75,13 +79,67 @@ struct Spawned {
 impl Spawned {
     fn reserve(&mut self) -> usize {
         self.finished.clear();
+        self.handles.insert(None)
+    }
+}
+
+/// Values in numbered slots that are given back and reused (no allocation once grown): the
+/// runtime's per-shard registries (spawned tasks, open sockets).
+pub(crate) struct Slab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Slab<T> {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    /// Stores `value`; returns its slot.
+    pub(crate) fn insert(&mut self, value: T) -> usize {
+        self.len += 1;
         match self.free.pop() {
-            Some(index) => index,
+            Some(index) => {
+                self.slots[index] = Some(value);
+                index
+            }
             None => {
-                self.handles.push(None);
-                self.handles.len() - 1
+                self.slots.push(Some(value));
+                self.slots.len() - 1
             }
         }
+    }
+
+    /// Takes the value out of slot `index` and gives the slot back.
+    pub(crate) fn remove(&mut self, index: usize) -> Option<T> {
+        let value = self.slots.get_mut(index)?.take()?;
+        self.free.push(index);
+        self.len -= 1;
+        Some(value)
+    }
+
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.slots.get_mut(index)?.as_mut()
+    }
+
+    /// How many values it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots.iter_mut().flatten()
     }
 }
 
@@ -97,10 +155,9 @@ impl Drop for Ended {
         // `try_with`: a task dropped while the thread's locals are being destroyed.
         let _ = SPAWNED.try_with(|spawned| {
             let mut spawned = spawned.borrow_mut();
-            if let Some(handle) = spawned.handles[self.0].take() {
+            if let Some(Some(handle)) = spawned.handles.remove(self.0) {
                 spawned.finished.push(handle);
             }
-            spawned.free.push(self.0);
         });
     }
 }
@@ -357,6 +414,8 @@ mod tests {
             assert_eq!(std::rc::Rc::strong_count(&held), 1);
             let live = SPAWNED.with(|spawned| spawned.borrow().handles.iter().flatten().count());
             assert_eq!(live, 0);
+            // The cancelled tasks gave their slots back.
+            assert_eq!(SPAWNED.with(|spawned| spawned.borrow().handles.len()), 0);
             // Spawning still works afterwards.
             let ran = std::rc::Rc::new(Cell::new(false));
             let flag = ran.clone();

@@ -534,13 +534,16 @@ fn a_server_stops_while_requests_keep_arriving() {
         let id = Rivet::connect(addr).get_or_create("counter", "stop");
         let running = Arc::new(AtomicBool::new(true));
         let served = Arc::new(AtomicU64::new(0));
+        let connected = Arc::new(AtomicU64::new(0));
         let mut clients = Vec::new();
         for _ in 0..4 {
             let (running, served, id) = (running.clone(), served.clone(), id.clone());
+            let connected = connected.clone();
             clients.push(thread::spawn(move || {
                 let body = br#"{"args":[1]}"#;
                 let path = format!("/gateway/{id}/action/increment");
                 let mut conn = Conn::open(addr);
+                connected.fetch_add(1, Ordering::Relaxed);
                 while running.load(Ordering::Relaxed) {
                     match conn.try_request("POST", &path, &[], body) {
                         Ok(reply) if reply.status == 200 => served.fetch_add(1, Ordering::Relaxed),
@@ -558,7 +561,8 @@ fn a_server_stops_while_requests_keep_arriving() {
                 }
             }));
         }
-        while served.load(Ordering::Relaxed) < 50 {
+        // Every client connected (a stop refuses later ones) and the load is on.
+        while connected.load(Ordering::Relaxed) < 4 || served.load(Ordering::Relaxed) < 50 {
             thread::sleep(Duration::from_millis(1));
         }
         let (done, stopped) = std::sync::mpsc::channel();
