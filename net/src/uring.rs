@@ -375,17 +375,15 @@ impl Driver {
         futures_lite::future::or(closed, running).await
     }
 
-    /// Shuts the driver down: stops listening ([`Driver::close_listener`]) and makes
-    /// [`Driver::run`] return, so the ring, its buffers, the listener and the descriptors of
-    /// connections still open are released once the last handle (driver or stream) is dropped.
+    /// Shuts the driver down: makes [`Driver::run`] return, so the ring, its buffers, the
+    /// listener and the descriptors of connections still open are released once the last handle
+    /// (driver or stream) is dropped. To stop accepting earlier, while connections finish, call
+    /// [`Driver::close_listener`] first.
     /// Operations in flight then never complete: call it once the connections have ended.
     /// `run`'s own glommio handle on the ring's eventfd is closed at the executor's next reactor
     /// pass after `run` returns (a glommio file dropped without `close`): let one happen (a
     /// short sleep) before the executor ends.
     pub fn close(&self) {
-        if let Err(error) = self.close_listener() {
-            tracing::debug!(%error, "shutting down the listener failed");
-        }
         let mut inner = self.inner.borrow_mut();
         inner.closed = true;
         if let Some(waker) = inner.close_waker.take() {
