@@ -167,7 +167,7 @@ fi
 
 if [ "$build" = 1 ]; then
   step "building pinion-demo, loadgen and population (release)"
-  cargo build --release --quiet -p pinion-loadgen -p pinion-demo -p pinion-benches --bin population
+  cargo build --release --quiet --bin loadgen --bin pinion-demo --bin population
 fi
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 loadgen=$bin/loadgen

@@ -115,6 +115,14 @@
 //! not (wholly) cached goes through io_uring (`Stats::cached_reads` / `ring_reads`). Waking an
 //! actor from a warm page cache, measured by the server: p50 22 → 6 µs.
 //!
+//! What a cold read costs beyond the device (`bench_cold_reads_against_the_device` in
+//! `tests/log_store.rs`, pinned to one CPU, 3 000 reads per row, two rounds; another VM of the
+//! same kind, whose disk was faster than the one above): `read_state` p50 65–71 µs, p99 117–123;
+//! `read_actor` and `read_state` together (a wake; two pages) p50 72–80, p99 121–147; the same
+//! segment read with 4 KiB `O_DIRECT` reads, through glommio's `DmaFile` p50 56–61, p99 94–115,
+//! and with a blocking `pread` p50 56–71, p99 88–112. The store adds ~10 µs at p50 and little
+//! at p99: a buffered read is not the tail.
+//!
 //! **Index** (in memory, rebuilt by recovery). Per actor one hash-table entry: the id and a
 //! 48-byte slot (location of the directory record, location of the latest state or tombstone,
 //! created and destroyed times, interned type-name index). Keys stay on disk. A location is

@@ -1764,3 +1764,141 @@ fn bench_recovery_of_a_million_sleeping_actors() {
         assert!(output.status.success(), "{text}");
     }
 }
+
+/// Cold reads: the store against the bare device, from one glommio executor (pin it with
+/// `taskset`). Directory records are written first and states after them, as for actors created
+/// and then saved, so an actor's two records sit in different pages.
+#[test]
+#[ignore = "benchmark; run with --ignored"]
+fn bench_cold_reads_against_the_device() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = TempDir::new("coldbench");
+    let dir = tmp.path().to_owned();
+    run(move || async move {
+        let store = open(&dir, quiet()).await;
+        const ACTORS: u64 = 100_000;
+        for id in 0..ACTORS {
+            store
+                .put_actor(&actor(id, "sleeper", &[&format!("key-{id}")]))
+                .await
+                .unwrap();
+        }
+        for id in 0..ACTORS {
+            store.save_state(id, &state_of(id, 1, 200)).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        let report = |what: &str, mut v: Vec<Duration>| {
+            v.sort();
+            let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_micros();
+            println!(
+                "{what:<48} n {:>5} p50 {:>4} p90 {:>4} p99 {:>5} p99.9 {:>5} µs",
+                v.len(),
+                pct(0.5),
+                pct(0.9),
+                pct(0.99),
+                pct(0.999)
+            );
+        };
+        let mut x = 7u64;
+        const N: usize = 3_000;
+        for round in 0..2 {
+            println!("round {round}");
+            // read_state alone.
+            let mut v = Vec::with_capacity(N);
+            let before = store.stats().ring_reads;
+            for i in 0..N {
+                if i % 100 == 0 {
+                    evict_from_page_cache(store.dir());
+                }
+                x = mix(x);
+                let t = Instant::now();
+                store.read_state(x % ACTORS).await.unwrap().unwrap();
+                v.push(t.elapsed());
+            }
+            let rr = store.stats().ring_reads - before;
+            report(&format!("read_state ({rr} ring reads)"), v);
+            // read_actor and read_state together, as a wake does.
+            let mut v = Vec::with_capacity(N);
+            let before = store.stats().ring_reads;
+            for i in 0..N {
+                if i % 100 == 0 {
+                    evict_from_page_cache(store.dir());
+                }
+                x = mix(x);
+                let t = Instant::now();
+                let (a, s) = futures_lite::future::zip(
+                    store.read_actor(x % ACTORS),
+                    store.read_state(x % ACTORS),
+                )
+                .await;
+                a.unwrap().unwrap();
+                s.unwrap().unwrap();
+                v.push(t.elapsed());
+            }
+            let rr = store.stats().ring_reads - before;
+            report(&format!("read_actor + read_state ({rr} ring reads)"), v);
+            // The segment files read directly: O_DIRECT 4 KiB, through glommio's DmaFile, and
+            // with a blocking pread.
+            let seg = segments(store.dir())[0].clone();
+            let size = std::fs::metadata(&seg).unwrap().len() / 4096;
+            let dma = glommio::io::DmaFile::open(&seg).await.unwrap();
+            let mut v = Vec::with_capacity(N);
+            for _ in 0..N {
+                x = mix(x);
+                let t = Instant::now();
+                dma.read_at_aligned((x % size) * 4096, 4096).await.unwrap();
+                v.push(t.elapsed());
+            }
+            dma.close().await.unwrap();
+            report("DmaFile 4 KiB O_DIRECT", v);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&seg)
+                .unwrap();
+            let mut buf = vec![0u8; 8192];
+            let at = buf.as_ptr().align_offset(4096);
+            let mut v = Vec::with_capacity(N);
+            for _ in 0..N {
+                x = mix(x);
+                let t = Instant::now();
+                // SAFETY: 4096 bytes at an aligned offset inside `buf`.
+                let n = unsafe {
+                    libc::pread(
+                        file.as_raw_fd(),
+                        buf.as_mut_ptr().add(at).cast(),
+                        4096,
+                        ((x % size) * 4096) as i64,
+                    )
+                };
+                assert_eq!(n, 4096);
+                v.push(t.elapsed());
+            }
+            report("blocking pread 4 KiB O_DIRECT", v);
+            // Buffered blocking pread of 200 bytes, evicted.
+            let file = std::fs::File::open(&seg).unwrap();
+            let mut v = Vec::with_capacity(N);
+            for i in 0..N {
+                if i % 100 == 0 {
+                    evict_from_page_cache(store.dir());
+                }
+                x = mix(x);
+                let t = Instant::now();
+                // SAFETY: 200 bytes into `buf`.
+                let n = unsafe {
+                    libc::pread(
+                        file.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        200,
+                        ((x % size) * 4096 + 1000) as i64,
+                    )
+                };
+                assert_eq!(n, 200);
+                v.push(t.elapsed());
+            }
+            report("blocking buffered pread 200 B (evicted)", v);
+        }
+        store.close().await.unwrap();
+    });
+}
