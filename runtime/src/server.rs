@@ -127,7 +127,11 @@ impl Server {
                     };
                     futures_lite::future::zip(serve, shard.clone().run_mailbox()).await;
                     tracing::debug!(shard = index, "saving every changed actor");
-                    shard.save_all().await;
+                    futures_lite::future::or(shard.save_all(), async {
+                        shard.refuse_mail_while_saving().await;
+                        std::future::pending().await
+                    })
+                    .await;
                     if let Some(stats) = shard.store.stats() {
                         tracing::info!(
                             shard = index,

@@ -436,10 +436,31 @@ impl Shard {
     /// fail at once, so no caller is left waiting for a reply.
     pub(crate) fn refuse_mail(&self) {
         while let Some(message) = self.mailbox.try_recv() {
-            if let Message::Call { from, token, .. } = message {
+            self.refuse(message);
+        }
+    }
+
+    /// Refuses mail as it arrives, for as long as it is polled: between the end of a stop's drain
+    /// and the shard's end (saving every changed actor can take a while), so that a call forwarded
+    /// here meanwhile is answered "stopping" at once instead of waiting for the shard to end.
+    pub(crate) async fn refuse_mail_while_saving(&self) {
+        while let Some(message) = self.mailbox.recv().await {
+            self.mailbox.take_waiting();
+            self.refuse(message);
+        }
+    }
+
+    fn refuse(&self, message: Message) {
+        match message {
+            Message::Call { from, token, .. } => {
                 let reply = Reply::error(&RivetError::stopping());
                 let _ = self.postman.send(from, Message::Reply { token, reply });
             }
+            // A reply to a call of this shard's whose request outlived the stop grace: harmless
+            // to deliver (or to discard, if its future was dropped with its connection).
+            Message::Reply { token, reply } => self.waiters.borrow_mut().complete(token, reply),
+            // Dropping the socket closes the connection.
+            Message::Adopt { .. } | Message::Stop => {}
         }
     }
 

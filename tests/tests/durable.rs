@@ -889,6 +889,11 @@ static FAILING_ACTOR: AtomicU64 = AtomicU64::new(0);
 const INJECTED_ERROR: &str = "injected: /var/lib/secret/segment-7 is on fire";
 /// Saves [`HeldSaves`] has held back so far.
 static SAVES_HELD: AtomicUsize = AtomicUsize::new(0);
+/// [`HeldSaves`] holds every `durable` wait (a flush at stop, say) of the store that holds this
+/// actor (0: none) until it is cleared: that shard then stays in its stop's last step.
+static HOLD_FLUSH_OF: AtomicU64 = AtomicU64::new(0);
+/// `durable` waits [`HOLD_FLUSH_OF`] has held so far.
+static FLUSHES_HELD: AtomicUsize = AtomicUsize::new(0);
 /// `racer.bump` calls that have changed the state so far.
 static BUMPS: AtomicUsize = AtomicUsize::new(0);
 
@@ -1014,7 +1019,20 @@ impl Store for HeldSaves {
         self.inner.read_meta(actor, key)
     }
     fn durable(&self, seq: Seq) -> StoreFuture<'_, io::Result<()>> {
-        self.inner.durable(seq)
+        let held = |store: &HeldSaves| {
+            let actor = HOLD_FLUSH_OF.load(Ordering::SeqCst);
+            actor != 0 && store.inner.actor(actor).is_some()
+        };
+        if !held(self) {
+            return self.inner.durable(seq);
+        }
+        FLUSHES_HELD.fetch_add(1, Ordering::SeqCst);
+        StoreFuture::boxed(async move {
+            while held(self) {
+                sys::sleep(Duration::from_millis(1)).await;
+            }
+            self.inner.durable(seq).await
+        })
     }
     fn last_seq(&self) -> Seq {
         self.inner.last_seq()
@@ -1217,6 +1235,97 @@ fn a_failed_save_is_an_internal_error_that_reveals_nothing() {
     let server = start(&dir.0);
     let mut rivet = Rivet::connect(server.local_addr());
     assert_eq!(call(&mut rivet, &id, "get", json!([])), json!(4));
+    drop(rivet);
+    server.stop().unwrap();
+}
+
+/// A shard that has drained its connections and is saving (here: its final flush held) answers
+/// the calls other shards forward to it with "stopping" at once, rather than leaving them
+/// unanswered until it ends.
+#[test]
+fn a_call_to_a_shard_saving_at_its_stop_fails_at_once() {
+    let dir = TempDir::new("saving-at-stop");
+    let server = racer_server(&dir.0, 2);
+    let addr = server.local_addr();
+    let mut rivet = Rivet::connect(addr);
+    // `held` on one shard (the one kept saving), `draining` on the other.
+    let mut ids: [Option<String>; 2] = [None, None];
+    for key in 0.. {
+        let id = rivet.get_or_create("racer", &format!("saving-{key}"));
+        let shard = ActorId::parse(&id).unwrap().shard(2);
+        ids[shard].get_or_insert(id);
+        if ids.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let [Some(first), Some(second)] = ids else {
+        unreachable!()
+    };
+    let (held, draining) = (first, second);
+    assert_eq!(rivet.call(&held, "set", json!([7])), json!(7));
+    // Connections land on either shard (SO_REUSEPORT); 16 leave none on one once in 65,536.
+    let conns: Vec<Conn> = (0..16)
+        .map(|_| {
+            let mut conn = Conn::open(addr);
+            assert_eq!(conn.get("/health").status, 200);
+            conn
+        })
+        .collect();
+    drop(rivet);
+    // A WebSocket that does not answer the 1001 close keeps the other shard draining.
+    let protocols = Some("rivet,rivet_encoding.json");
+    let (_, mut ws) = Ws::connect(addr, &format!("/gateway/{draining}/connect"), protocols);
+    assert_eq!(ws.read_json()["body"]["tag"], "Init");
+
+    let flushes = FLUSHES_HELD.load(Ordering::SeqCst);
+    HOLD_FLUSH_OF.store(ActorId::parse(&held).unwrap().0, Ordering::SeqCst);
+    let stopping = thread::spawn(move || server.stop());
+    match ws.read() {
+        pinion_tests::ws::Frame::Close(code, _) => assert_eq!(code, Some(1001)),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    // The held actor's shard drains (nothing in flight there) and stops in its final flush.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while FLUSHES_HELD.load(Ordering::SeqCst) == flushes {
+        assert!(
+            Instant::now() < deadline,
+            "the shard never flushed at its stop"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Its connections have ended; the draining shard's stay open (at most the 2 s linger of the
+    // unanswered close, so the check below is short).
+    let mut still_open: Vec<Conn> = conns
+        .into_iter()
+        .filter_map(|mut conn| {
+            conn.set_read_timeout(Duration::from_millis(5));
+            (!conn.ends()).then_some(conn)
+        })
+        .collect();
+    let conn = still_open
+        .first_mut()
+        .expect("a connection on the draining shard");
+    conn.set_read_timeout(Duration::from_secs(10));
+    let reply = conn
+        .try_request(
+            "POST",
+            &format!("/gateway/{held}/action/get"),
+            &[],
+            b"{\"args\":[]}",
+        )
+        .expect("an answer, not the end of the connection at the stop grace");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.json()["message"], "Actor is stopping.");
+
+    HOLD_FLUSH_OF.store(0, Ordering::SeqCst);
+    ws.send_close(1001, "");
+    ws.expect_eof();
+    drop(ws);
+    stopping.join().unwrap().unwrap();
+    // What was saved before the stop is there after it.
+    let server = racer_server(&dir.0, 2);
+    let mut rivet = Rivet::connect(server.local_addr());
+    assert_eq!(rivet.call(&held, "get", json!([])), json!(7));
     drop(rivet);
     server.stop().unwrap();
 }
