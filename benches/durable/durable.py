@@ -200,7 +200,7 @@ def population_table(records):
                 f"{m.get('records_' + suffix, 0):,.0f} log records)")
 
     rows = [
-        ("actors created", f"{n:,} `counter` in {m.get('create_s', 0):.1f} s: "
+        ("actors created (and `getCount` called once on each)", f"{n:,} `counter` in {m.get('create_s', 0):.1f} s: "
                            f"{fmt_num(m.get('create_rate'))} actors/s ({m.get('create_workers', 0):.0f} connections)"),
         ("RSS, empty server: at ready / settled", f"{fmt_mib(m.get('rss_empty_ready'))} / {fmt_mib(m.get('rss_empty'))}"),
         ("RSS, all awake and idle: right after creation", f"{fmt_mib(m.get('rss_awake'))}: {per_actor('rss_awake')}"),

@@ -64,8 +64,9 @@
 #    sequential requests take longer than a short timeout).
 # c. population: server A (sleep timeout 1 h, so that nothing sleeps during the run: creating the
 #    population takes far longer than a short timeout) creates --population counter actors
-#    (--workers connections); RSS of the empty server and right after creation (all awake,
-#    idle); SIGTERM (clean stop, timed). Server B on the same data directory with
+#    (--workers connections) and calls `getCount` once on each (an idle actor has served
+#    calls: each call adds a connection while it runs); RSS of the empty server and right after
+#    creation (all awake, idle); SIGTERM (clean stop, timed). Server B on the same data directory with
 #    --sleep-timeout-ms: spawn -> first 200 from GET /metadata (recovery + start; the store's own
 #    recovery time is taken from its log line), RSS (all asleep); --touch ids spread over the
 #    population woken one at a time (latency), RSS, RSS once they slept again. SIGKILL; server C
@@ -587,7 +588,8 @@ if want population; then
   step "c. creating $population counters over $workers connections"
   create_start=$(date +%s%N)
   load "$pop" create --endpoint "$endpoint" --actor counter --prefix p --count "$population" \
-    --workers "$workers" --ids "$tmp/population.ids" 2>&1 | tee "$out/pop-create.txt" >&2
+    --action getCount --workers "$workers" --ids "$tmp/population.ids" 2>&1 |
+    tee "$out/pop-create.txt" >&2
   create_s=$(python3 -c "print(($(date +%s%N) - $create_start) / 1e9)")
   rss_awake=$(rss "$pinion_pid")
   metric rss_awake "$rss_awake"; metric create_s "$create_s"; metric create_workers "$workers"

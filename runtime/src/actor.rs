@@ -352,7 +352,9 @@ impl RawResponse {
 #[derive(Clone, Debug)]
 pub struct ActorInfo {
     pub(crate) name: &'static str,
-    pub(crate) key: Vec<String>,
+    /// A boxed slice, not a `Vec`: every awake actor holds one, and the capacity word would
+    /// cost 8 bytes each.
+    pub(crate) key: Box<[String]>,
     pub(crate) id: ActorId,
     /// When the actor was created (Unix ms).
     pub(crate) created_ms: u64,
@@ -378,7 +380,7 @@ impl ActorInfo {
         pinion_storage::ActorRecord {
             id: self.id.0,
             name: self.name.to_string(),
-            key: self.key.clone(),
+            key: self.key.to_vec(),
             created_ms: self.created_ms,
             destroyed_ms: None,
         }
@@ -1148,8 +1150,8 @@ pub(crate) struct Life {
     /// carry it). 0 while starting.
     pub(crate) epoch: Cell<u64>,
     /// Fairness: how long the actor's synchronous code ran in its current turn (since it last
-    /// yielded to the shard's other tasks).
-    turn_busy: Cell<Duration>,
+    /// yielded to the shard's other tasks), in nanoseconds (a `Duration` takes 16 bytes).
+    turn_busy_ns: Cell<u64>,
 }
 
 impl Life {
@@ -1178,26 +1180,28 @@ impl Life {
             observed_hash: Cell::new(observed_hash),
             observing: Cell::new(false),
             epoch: Cell::new(0),
-            turn_busy: Cell::new(Duration::ZERO),
+            turn_busy_ns: Cell::new(0),
         }
     }
 
     /// Charges `started..ended` of synchronous actor code to the actor's turn.
     fn charge(&self, started: Instant, ended: Instant) {
-        self.turn_busy
-            .set(self.turn_busy.get() + ended.saturating_duration_since(started));
+        let ran = ended.saturating_duration_since(started).as_nanos();
+        let ran = u64::try_from(ran).unwrap_or(u64::MAX);
+        self.turn_busy_ns
+            .set(self.turn_busy_ns.get().saturating_add(ran));
     }
 
     /// Whether the actor's current turn used more than `budget` of the shard: its next call
     /// should let the shard's other ready tasks run first, and then starts a new turn
     /// ([`Life::new_turn`]). See `Limits::actor_turn_budget`.
     pub(crate) fn over_budget(&self, budget: Duration) -> bool {
-        self.turn_busy.get() > budget
+        u128::from(self.turn_busy_ns.get()) > budget.as_nanos()
     }
 
     /// After the actor yielded to the others.
     pub(crate) fn new_turn(&self) {
-        self.turn_busy.set(Duration::ZERO);
+        self.turn_busy_ns.set(0);
     }
 }
 

@@ -140,10 +140,18 @@ impl<A: Actor> Conn<A> {
 }
 
 /// The connections of one actor.
+///
+/// Memory: every stateless call adds an ephemeral connection for its duration, so an idle actor
+/// that has served calls would keep a slot table sized for its busiest moment. The table starts
+/// with room for one connection and is emptied (a burst's extra room given back) whenever the
+/// last connection leaves; a key's generation comes from a counter of the actor's, never from
+/// the slot, so a key of a connection that has left never matches a later one.
 pub struct Conns<A: Actor> {
     slots: Vec<Slot<A>>,
     free: Vec<u32>,
-    live: usize,
+    live: u32,
+    /// The generation of the next connection.
+    next_generation: u32,
     /// Per event name, the realtime connections subscribed to it.
     subscribers: HashMap<Rc<str>, Vec<ConnKey>>,
     /// The output gate of an actor with `durable_before_reply`.
@@ -151,7 +159,7 @@ pub struct Conns<A: Actor> {
 }
 
 enum Slot<A: Actor> {
-    Free { generation: u32 },
+    Free,
     Used { generation: u32, conn: Conn<A> },
 }
 
@@ -168,6 +176,7 @@ impl<A: Actor> Conns<A> {
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
+            next_generation: 0,
             subscribers: HashMap::new(),
             gate: gated.then(|| Rc::new(RefCell::new(Vec::new()))),
         }
@@ -183,7 +192,7 @@ impl<A: Actor> Conns<A> {
                     index: index as u32,
                     generation: *generation,
                 }),
-                Slot::Free { .. } => None,
+                Slot::Free => None,
             })
             .collect()
     }
@@ -198,7 +207,7 @@ impl<A: Actor> Conns<A> {
 
     /// How many connections the actor has (realtime and ephemeral).
     pub fn len(&self) -> usize {
-        self.live
+        self.live as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -209,7 +218,7 @@ impl<A: Actor> Conns<A> {
     pub fn iter(&self) -> impl Iterator<Item = &Conn<A>> {
         self.slots.iter().filter_map(|slot| match slot {
             Slot::Used { conn, .. } => Some(conn),
-            Slot::Free { .. } => None,
+            Slot::Free => None,
         })
     }
 
@@ -252,42 +261,49 @@ impl<A: Actor> Conns<A> {
             events: Vec::new(),
             gate: self.gate.clone(),
         };
-        self.live += 1;
+        let live = self
+            .live
+            .checked_add(1)
+            .expect("fewer than 2^32 connections");
+        self.live = live;
+        let generation = self.next_generation;
+        self.next_generation = generation.wrapping_add(1);
         if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
-            let Slot::Free { generation } = *slot else {
-                unreachable!("a free-listed slot is in use")
-            };
+            debug_assert!(matches!(slot, Slot::Free), "a free-listed slot is in use");
             *slot = Slot::Used { generation, conn };
             return ConnKey { index, generation };
         }
-        let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 connections");
-        self.slots.push(Slot::Used {
-            generation: 0,
-            conn,
-        });
-        ConnKey {
-            index,
-            generation: 0,
+        if self.slots.capacity() == 0 {
+            // Room for one: most actors have one connection at a time (a call in progress).
+            self.slots.reserve_exact(1);
         }
+        let index = self.slots.len() as u32;
+        self.slots.push(Slot::Used { generation, conn });
+        ConnKey { index, generation }
     }
 
     /// Removes the connection and its subscriptions.
     pub(crate) fn remove(&mut self, key: ConnKey) -> Option<Conn<A>> {
         self.conn(key)?;
         let slot = &mut self.slots[key.index as usize];
-        let Slot::Used { conn, .. } = std::mem::replace(
-            slot,
-            Slot::Free {
-                generation: key.generation.wrapping_add(1),
-            },
-        ) else {
+        let Slot::Used { conn, .. } = std::mem::replace(slot, Slot::Free) else {
             unreachable!()
         };
-        self.free.push(key.index);
         self.live -= 1;
         for event in &conn.events {
             self.unlist(event, key);
+        }
+        if self.live == 0 {
+            // The last one left: keep room for one connection, give the rest back.
+            self.free = Vec::new();
+            if self.slots.capacity() > 1 {
+                self.slots = Vec::new();
+            } else {
+                self.slots.clear();
+            }
+        } else {
+            self.free.push(key.index);
         }
         Some(conn)
     }
@@ -410,5 +426,101 @@ mod tests {
 
     fn serde_json_like() -> std::collections::BTreeMap<&'static str, i32> {
         [("a", 1)].into_iter().collect()
+    }
+
+    struct Probe;
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    struct ProbeState;
+
+    impl Actor for Probe {
+        const NAME: &'static str = "probe";
+        type State = ProbeState;
+        type Vars = ();
+        type ConnState = u32;
+        fn create_state(_: &crate::ActorInfo, _: Option<Value>) -> ActionResult<ProbeState> {
+            Ok(ProbeState)
+        }
+        fn create_vars(_: &crate::ActorInfo, _: &ProbeState) {}
+        fn actions(_: &mut crate::Actions<Self>) {}
+    }
+
+    fn add(conns: &mut Conns<Probe>, n: u32) -> ConnKey {
+        conns.insert(ConnId::random(), Value::Null, n, None)
+    }
+
+    #[test]
+    fn a_key_of_a_connection_that_left_never_matches_a_later_one() {
+        let mut conns = Conns::<Probe>::default();
+        let first = add(&mut conns, 1);
+        assert_eq!(conns.remove(first).map(|c| c.state), Some(1));
+        // The table emptied and the next connection takes the same slot.
+        let second = add(&mut conns, 2);
+        assert_eq!(second.index, first.index);
+        assert!(conns.conn(first).is_none());
+        assert!(conns.remove(first).is_none());
+        assert_eq!(conns.conn(second).map(|c| c.state), Some(2));
+        // The same through the free list, with others still connected.
+        let third = add(&mut conns, 3);
+        assert_eq!(conns.remove(second).map(|c| c.state), Some(2));
+        let fourth = add(&mut conns, 4);
+        assert_eq!(fourth.index, second.index);
+        assert!(conns.conn(second).is_none());
+        assert_eq!(conns.conn(fourth).map(|c| c.state), Some(4));
+        assert_eq!(conns.conn(third).map(|c| c.state), Some(3));
+        assert_eq!(conns.len(), 2);
+        let mut states: Vec<u32> = conns.iter().map(|c| c.state).collect();
+        states.sort();
+        assert_eq!(states, [3, 4]);
+    }
+
+    #[test]
+    fn an_idle_actor_keeps_room_for_one_connection() {
+        let mut conns = Conns::<Probe>::default();
+        // One call at a time: the room for one is allocated once and kept.
+        let key = add(&mut conns, 0);
+        let table = conns.slots.as_ptr();
+        conns.remove(key);
+        for n in 1..10 {
+            let key = add(&mut conns, n);
+            assert_eq!(conns.slots.as_ptr(), table, "no allocation per connection");
+            conns.remove(key);
+        }
+        assert_eq!(conns.slots.capacity(), 1);
+        // A burst grows the table; once the last connection leaves, the room is given back.
+        let keys: Vec<ConnKey> = (0..20).map(|n| add(&mut conns, n)).collect();
+        assert!(conns.slots.capacity() >= 20);
+        for key in &keys[..19] {
+            conns.remove(*key);
+        }
+        assert_eq!(conns.len(), 1);
+        conns.remove(keys[19]);
+        assert!(conns.is_empty());
+        assert!(conns.slots.capacity() <= 1);
+        assert_eq!(conns.free.capacity(), 0);
+        assert!(keys.iter().all(|key| conns.conn(*key).is_none()));
+    }
+
+    #[test]
+    fn a_connection_that_leaves_takes_its_subscriptions() {
+        let mut conns = Conns::<Probe>::default();
+        let a = add(&mut conns, 1);
+        let b = add(&mut conns, 2);
+        conns.subscribe(a, "e", true, 8).unwrap();
+        conns.subscribe(b, "e", true, 8).unwrap();
+        conns.subscribe(b, "f", true, 8).unwrap();
+        assert_eq!(conns.subscribers("e"), 2);
+        conns.remove(a);
+        assert_eq!(conns.subscribers("e"), 1);
+        assert_eq!(conns.subscribers("f"), 1);
+        conns.remove(b);
+        assert_eq!(conns.subscribers("e"), 0);
+        assert!(conns.subscribers.is_empty());
+        assert_eq!(
+            conns.subscribe(b, "e", true, 8),
+            Ok(()),
+            "a departed key subscribes nothing"
+        );
+        assert!(conns.subscribers.is_empty());
     }
 }

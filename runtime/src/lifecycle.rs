@@ -275,7 +275,7 @@ impl Shard {
         };
         let info = ActorInfo {
             name: actor_type.name(),
-            key: record.key,
+            key: record.key.into_boxed_slice(),
             id,
             created_ms: record.created_ms,
         };

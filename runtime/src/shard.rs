@@ -281,7 +281,7 @@ impl Shard {
         let guard = self.close_gate(id);
         let info = ActorInfo {
             name: actor_type.name(),
-            key,
+            key: key.into_boxed_slice(),
             id,
             created_ms: sys::unix_ms(),
         };
