@@ -463,9 +463,36 @@ impl fmt::Debug for ActionError {
     }
 }
 
+/// The actor's state as an action or hook sees it: dereferences to `A::State`, and notes any
+/// mutable access (`c.state.n += 1`, `&mut *c.state`, a `&mut self` method) as a change, which
+/// is saved (and, with `durable_before_reply`, made durable before the reply) and shown to
+/// `on_state_change`. A call that only reads costs no snapshot.
+///
+/// A change made through a shared reference (a `Cell` or `RefCell` inside the state) is not
+/// noticed: keep such fields out of the state, or mutate the state through `&mut` after them.
+pub struct Tracked<'a, S> {
+    state: &'a mut S,
+    touched: &'a Cell<bool>,
+}
+
+impl<S> std::ops::Deref for Tracked<'_, S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        self.state
+    }
+}
+
+impl<S> std::ops::DerefMut for Tracked<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
+        self.touched.set(true);
+        self.state
+    }
+}
+
 /// The context of a synchronous action: direct access to state and vars.
 pub struct ActionCtx<'a, A: Actor> {
-    pub state: &'a mut A::State,
+    pub state: Tracked<'a, A::State>,
     pub vars: &'a mut A::Vars,
     cell: &'a Rc<ActorCell<A>>,
     conn: ConnKey,
@@ -1034,8 +1061,12 @@ fn with_ctx<A: Actor, T>(
             "state is borrowed by a closure that is still running",
         ));
     };
+    let touched = Cell::new(false);
     let mut ctx = ActionCtx {
-        state: &mut *state,
+        state: Tracked {
+            state: &mut *state,
+            touched: &touched,
+        },
         vars: &mut *vars,
         cell,
         conn,
@@ -1045,6 +1076,10 @@ fn with_ctx<A: Actor, T>(
     let ended = sys::now();
     cell.life.last_active.set(ended);
     cell.life.charge(started, ended);
+    if !touched.get() {
+        // Read only (or a `state_mut` of its own, which did its bookkeeping).
+        return result;
+    }
     if A::OBSERVES_STATE && !cell.life.observing.get() {
         cell.life.observing.set(true);
         let observed = catch_unwind(AssertUnwindSafe(|| observe_change(&mut ctx)));
@@ -1225,7 +1260,7 @@ impl<A: Actor> ActorCell<A> {
     fn changed(self: &Rc<Self>, conn: ConnKey) {
         if A::OBSERVES_STATE {
             // Runs the observer (and marks the state dirty) through the usual path.
-            let _ = with_ctx(self, conn, |_| ());
+            let _ = with_ctx(self, conn, |ctx| ctx.state.touched.set(true));
         } else {
             self.life.last_active.set(sys::now());
             self.mark_dirty();

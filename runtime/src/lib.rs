@@ -29,12 +29,12 @@ pub mod value;
 
 pub use actor::{
     ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, ActorOptions, Ctx, FromArgs,
-    RawRequest, RawResponse, Rest, UserError,
+    RawRequest, RawResponse, Rest, Tracked, UserError,
 };
 pub use client::{ActorHandle, CallError, Client, join_all};
 pub use config::{Config, Limits, NetDriver, WrapStore};
 pub use conn::{Conn, ConnId, Conns};
-pub use persist::Persist;
+pub use persist::{Persist, PersistError};
 /// The raw WebSocket API for [`Actor::on_websocket`], from `pinion-net`.
 pub use pinion_net::server::{WsClose, WsMessage, WsSender, WsSession};
 pub use pinion_storage;

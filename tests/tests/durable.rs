@@ -21,8 +21,8 @@ use pinion_runtime::pinion_storage::{
     ActorEntry, ActorRecord, ScheduleEntry, Seq, Stats, Store, StoreFuture,
 };
 use pinion_runtime::{
-    ActionCtx, ActionResult, Actions, Actor, ActorId, ActorInfo, ActorOptions, Config, Registry,
-    Server, Value, sys,
+    ActionCtx, ActionResult, Actions, Actor, ActorId, ActorInfo, ActorOptions, Config, Persist,
+    PersistError, Registry, Server, Value, sys,
 };
 use pinion_tests::ws::Ws;
 use pinion_tests::{Conn, Rivet, TempDir, start_with, test_config};
@@ -1326,6 +1326,99 @@ fn a_call_to_a_shard_saving_at_its_stop_fails_at_once() {
     let server = racer_server(&dir.0, 2);
     let mut rivet = Rivet::connect(server.local_addr());
     assert_eq!(rivet.call(&held, "get", json!([])), json!(7));
+    drop(rivet);
+    server.stop().unwrap();
+}
+
+/// Snapshots taken of [`Watched`] states so far.
+static SNAPSHOTS: AtomicUsize = AtomicUsize::new(0);
+
+/// A state whose snapshots are counted (a `Persist` of its own around an rkyv one).
+struct WatchedState {
+    n: i64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WatchedArchive {
+    n: i64,
+}
+
+impl Persist for WatchedState {
+    fn save(&self, out: &mut Vec<u8>) -> Result<(), PersistError> {
+        SNAPSHOTS.fetch_add(1, Ordering::SeqCst);
+        WatchedArchive { n: self.n }.save(out)
+    }
+    fn load(snapshot: &[u8]) -> Result<Self, PersistError> {
+        WatchedArchive::load(snapshot).map(|a| WatchedState { n: a.n })
+    }
+}
+
+/// Behind the output gate, with counted snapshots.
+struct Watched;
+
+impl Actor for Watched {
+    const NAME: &'static str = "watched";
+    type State = WatchedState;
+    type Vars = ();
+    type ConnState = ();
+    const OPTIONS: ActorOptions = ActorOptions {
+        durable_before_reply: true,
+        ..ActorOptions::DEFAULT
+    };
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<WatchedState> {
+        Ok(WatchedState { n: 0 })
+    }
+    fn create_vars(_: &ActorInfo, _: &WatchedState) {}
+    fn actions(actions: &mut Actions<Self>) {
+        actions
+            .action("set", |c, (n,): (i64,)| {
+                c.state.n = n;
+                Ok(n)
+            })
+            .action("get", |c, ()| Ok(c.state.n))
+            .action_async("getLater", |c, ()| async move {
+                sys::sleep(Duration::from_millis(1)).await;
+                Ok(c.state(|s| s.n))
+            });
+    }
+}
+
+/// A call that only reads the state of a `durable_before_reply` actor takes no snapshot and
+/// writes nothing (it used to snapshot and hash the state on every call, to find it unchanged);
+/// a call that changes it is saved before its reply, as before.
+#[test]
+fn a_read_only_call_takes_no_snapshot() {
+    let dir = TempDir::new("read-only");
+    let start = |dir: &Path| {
+        let registry = Registry::new().register::<Watched>();
+        Server::start(registry, config(1, Some(dir), 30_000)).unwrap()
+    };
+    let server = start(&dir.0);
+    let mut rivet = Rivet::connect(server.local_addr());
+    let id = rivet.get_or_create("watched", "reader");
+    assert_eq!(rivet.call(&id, "set", json!([5])), json!(5));
+    let snapshots = SNAPSHOTS.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(rivet.call(&id, "get", json!([])), json!(5));
+        assert_eq!(rivet.call(&id, "getLater", json!([])), json!(5));
+    }
+    assert_eq!(
+        SNAPSHOTS.load(Ordering::SeqCst),
+        snapshots,
+        "reads took snapshots"
+    );
+    assert_eq!(rivet.call(&id, "set", json!([6])), json!(6));
+    assert_eq!(
+        SNAPSHOTS.load(Ordering::SeqCst),
+        snapshots + 1,
+        "the change was saved once"
+    );
+    drop(rivet);
+    server.stop().unwrap();
+    let server = start(&dir.0);
+    let mut rivet = Rivet::connect(server.local_addr());
+    assert_eq!(rivet.call(&id, "get", json!([])), json!(6));
     drop(rivet);
     server.stop().unwrap();
 }
