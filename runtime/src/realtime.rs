@@ -60,13 +60,59 @@ impl Liveness {
     }
 }
 
+/// Weak references to items owned elsewhere. A dropped item leaves the list when the list is
+/// walked ([`WeakList::retain`]) or, on a push, once the list has doubled since it was last
+/// pruned: its length stays within twice its live items (and [`WeakList::PRUNE_MIN`]) even if
+/// nothing walks it, at an amortised O(1) per push.
+struct WeakList<T> {
+    items: Vec<Weak<T>>,
+    /// The length after the last pruning.
+    pruned_len: usize,
+}
+
+impl<T> Default for WeakList<T> {
+    fn default() -> Self {
+        WeakList {
+            items: Vec::new(),
+            pruned_len: 0,
+        }
+    }
+}
+
+impl<T> WeakList<T> {
+    /// Below this length a push never prunes.
+    const PRUNE_MIN: usize = 64;
+
+    fn push(&mut self, item: &Rc<T>) {
+        if self.items.len() >= 2 * self.pruned_len.max(Self::PRUNE_MIN) {
+            self.items.retain(|weak| weak.strong_count() > 0);
+            self.pruned_len = self.items.len();
+        }
+        self.items.push(Rc::downgrade(item));
+    }
+
+    /// Calls `keep` on every live item and keeps those it returns true for; dropped items leave.
+    fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.items
+            .retain(|weak| weak.upgrade().is_some_and(|item| keep(&item)));
+        self.pruned_len = self.items.len();
+    }
+
+    /// Items not dropped yet.
+    fn live(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|weak| weak.strong_count() > 0)
+            .count()
+    }
+}
+
 /// The WebSockets of one shard, for the heartbeat. Sessions hold their [`Liveness`]; the list
-/// holds weak references, so a closed socket just drops out at the next tick.
+/// holds weak references, so a closed socket drops out at the next tick (or, with no heartbeat,
+/// once the list has doubled).
 #[derive(Default)]
 pub(crate) struct Heartbeats {
-    sockets: RefCell<Vec<Weak<Liveness>>>,
-    /// The list's length after `watch` last dropped the ended sockets from it.
-    pruned_len: Cell<usize>,
+    sockets: RefCell<WeakList<Liveness>>,
 }
 
 impl Heartbeats {
@@ -75,24 +121,13 @@ impl Heartbeats {
             sender,
             seen: Cell::new(true),
         });
-        let mut sockets = self.sockets.borrow_mut();
-        // The tick drops ended sockets too, but there may be no tick (`ws_heartbeat: None`), and
-        // each entry pins its `Liveness`'s memory: prune when the list has doubled (amortised
-        // O(1) per socket).
-        if sockets.len() >= 2 * self.pruned_len.get().max(64) {
-            sockets.retain(|weak| weak.strong_count() > 0);
-            self.pruned_len.set(sockets.len());
-        }
-        sockets.push(Rc::downgrade(&liveness));
+        self.sockets.borrow_mut().push(&liveness);
         liveness
     }
 
     /// One tick: pings every socket that showed life since the last tick, closes the others.
     fn tick(&self) {
-        self.sockets.borrow_mut().retain(|weak| {
-            let Some(socket) = weak.upgrade() else {
-                return false;
-            };
+        self.sockets.borrow_mut().retain(|socket| {
             if !socket.sender.is_open() {
                 return false;
             }
@@ -111,10 +146,7 @@ impl Heartbeats {
     /// stop: 1001, going away. Returns how many it closed.
     pub(crate) fn close_all(&self, code: u16, reason: &str) -> usize {
         let mut closed = 0;
-        self.sockets.borrow_mut().retain(|weak| {
-            let Some(socket) = weak.upgrade() else {
-                return false;
-            };
+        self.sockets.borrow_mut().retain(|socket| {
             if socket.sender.close(code, reason).is_ok() {
                 closed += 1;
             }
@@ -125,11 +157,7 @@ impl Heartbeats {
 
     /// WebSockets whose session still exists (open, or closing and not yet ended).
     pub(crate) fn live(&self) -> usize {
-        self.sockets
-            .borrow()
-            .iter()
-            .filter(|weak| weak.strong_count() > 0)
-            .count()
+        self.sockets.borrow().live()
     }
 
     /// Ticks every `interval` until the shard stops.
@@ -595,5 +623,59 @@ fn send_frame(sender: &WsSender, frame: &[u8]) {
     };
     if let Err(error) = sender.send_text(text) {
         tracing::debug!(%error, "connection frame not sent");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weak_list_nobody_walks_stays_within_twice_its_live_items() {
+        let mut list = WeakList::default();
+        let mut kept = Vec::new();
+        let mut longest = 0;
+        for n in 0..10_000u32 {
+            let item = Rc::new(n);
+            list.push(&item);
+            // One item in ten stays alive; the others are dropped at once (closed sockets).
+            if n % 10 == 0 {
+                kept.push(item);
+            }
+            longest = longest.max(list.items.len());
+            assert!(
+                list.items.len() <= 2 * (kept.len() + 1).max(WeakList::<u32>::PRUNE_MIN) + 1,
+                "{} entries for {} live items",
+                list.items.len(),
+                kept.len()
+            );
+        }
+        assert_eq!(list.live(), 1_000);
+        assert!(longest <= 2_001, "longest {longest}");
+        // Every kept item is still listed.
+        let mut seen = Vec::new();
+        list.retain(|n| {
+            seen.push(*n);
+            true
+        });
+        assert_eq!(seen, kept.iter().map(|n| **n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn retain_drops_the_dropped_and_the_rejected() {
+        let mut list = WeakList::default();
+        let items: Vec<Rc<u32>> = (0..10).map(Rc::new).collect();
+        for item in &items {
+            list.push(item);
+        }
+        let mut items = items;
+        items.truncate(6);
+        list.retain(|n| n % 2 == 0);
+        assert_eq!(list.items.len(), 3);
+        assert_eq!(list.live(), 3);
+        drop(items);
+        assert_eq!(list.live(), 0);
+        list.retain(|_| true);
+        assert!(list.items.is_empty());
     }
 }
