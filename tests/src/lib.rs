@@ -221,9 +221,18 @@ impl Conn {
     }
 
     /// True if the server has closed the connection (reads EOF or a reset).
+    /// Waits (up to the read timeout, 10 s unless set) for the end; a server that sends bytes
+    /// instead, or nothing within the timeout, has not closed it.
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => matches!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+        }
     }
 
     fn parse_buffered(&mut self) -> Option<Reply> {
