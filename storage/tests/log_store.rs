@@ -1558,15 +1558,7 @@ fn bench_durable_appends_and_reads() {
             samples.push(started.elapsed());
             assert_eq!(state.len(), 200);
         }
-        samples.sort();
-        let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-        println!(
-            "read_state (200 B, warm page cache): p50 {:?} p99 {:?} p99.9 {:?} max {:?}",
-            pct(0.5),
-            pct(0.99),
-            pct(0.999),
-            samples.last().unwrap()
-        );
+        print_latencies("read_state (200 B, warm page cache)", &mut samples);
 
         // Wake from disk: the same reads with the segments evicted from the page cache first.
         let mut cold = Vec::with_capacity(2_000);
@@ -1581,16 +1573,7 @@ fn bench_durable_appends_and_reads() {
             cold.push(started.elapsed());
             assert_eq!(state.len(), 200);
         }
-        cold.sort();
-        let pct = |p: f64| cold[((cold.len() as f64 * p) as usize).min(cold.len() - 1)];
-        println!(
-            "read_state (200 B, evicted from the page cache): p50 {:?} p99 {:?} p99.9 {:?} max \
-             {:?}",
-            pct(0.5),
-            pct(0.99),
-            pct(0.999),
-            cold.last().unwrap()
-        );
+        print_latencies("read_state (200 B, evicted from the page cache)", &mut cold);
         Rc::try_unwrap(store).ok().unwrap().close().await.unwrap();
     });
 }
@@ -1631,17 +1614,7 @@ fn bench_rollover_latency() {
             ("rollover writes", &mut rollovers),
             ("other writes", &mut others),
         ] {
-            samples.sort();
-            let pct =
-                |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-            println!(
-                "{what} ({}): p50 {:?} p90 {:?} p99 {:?} max {:?}",
-                samples.len(),
-                pct(0.5),
-                pct(0.9),
-                pct(0.99),
-                samples.last().unwrap()
-            );
+            print_latencies(what, samples);
         }
         let stats = store.stats();
         println!(
@@ -1650,6 +1623,21 @@ fn bench_rollover_latency() {
         );
         store.close().await.unwrap();
     });
+}
+
+/// Prints the count and percentiles of `samples` (sorted in place), for the benchmarks.
+fn print_latencies(what: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "{what:<48} n {:>5}  p50 {:>9.1?}  p90 {:>9.1?}  p99 {:>9.1?}  p99.9 {:>9.1?}  max {:>9.1?}",
+        samples.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+        samples[samples.len() - 1],
+    );
 }
 
 /// Drops the clean pages of every segment in `dir` from the page cache.
@@ -1788,18 +1776,7 @@ fn bench_cold_reads_against_the_device() {
             store.save_state(id, &state_of(id, 1, 200)).await.unwrap();
         }
         store.flush().await.unwrap();
-        let report = |what: &str, mut v: Vec<Duration>| {
-            v.sort();
-            let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_micros();
-            println!(
-                "{what:<48} n {:>5} p50 {:>4} p90 {:>4} p99 {:>5} p99.9 {:>5} µs",
-                v.len(),
-                pct(0.5),
-                pct(0.9),
-                pct(0.99),
-                pct(0.999)
-            );
-        };
+        let report = |what: &str, mut v: Vec<Duration>| print_latencies(what, &mut v);
         let mut x = 7u64;
         const N: usize = 3_000;
         for round in 0..2 {

@@ -323,4 +323,45 @@ impl Rivet {
         assert_eq!(reply.status, 200, "{action}: {}", reply.text());
         reply.json()["output"].clone()
     }
+
+    /// Creates `name` actors with keys `{prefix}-0`, `{prefix}-1`, ... until each of `shards`
+    /// shards owns one; their ids, indexed by shard.
+    pub fn actor_per_shard(&mut self, name: &str, prefix: &str, shards: usize) -> Vec<String> {
+        let mut ids: Vec<Option<String>> = vec![None; shards];
+        for key in 0.. {
+            let id = self.get_or_create(name, &format!("{prefix}-{key}"));
+            let shard = pinion_runtime::ActorId::parse(&id).unwrap().shard(shards);
+            ids[shard].get_or_insert(id);
+            if ids.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        ids.into_iter().map(Option::unwrap).collect()
+    }
+}
+
+/// 16 keep-alive connections, each having answered `GET /health`. They land on either shard
+/// (`SO_REUSEPORT`): with two shards, none on one of them once in 65,536.
+pub fn connections_on_every_shard(addr: SocketAddr) -> Vec<Conn> {
+    (0..16)
+        .map(|_| {
+            let mut conn = Conn::open(addr);
+            assert_eq!(conn.get("/health").status, 200);
+            conn
+        })
+        .collect()
+}
+
+/// The connections the server has not ended (within 5 ms each: call it once the ended ones
+/// have had time to end), with the default read timeout again.
+pub fn still_open(conns: Vec<Conn>) -> Vec<Conn> {
+    conns
+        .into_iter()
+        .filter_map(|mut conn| {
+            conn.set_read_timeout(Duration::from_millis(5));
+            let ended = conn.ends();
+            conn.set_read_timeout(Duration::from_secs(10));
+            (!ended).then_some(conn)
+        })
+        .collect()
 }

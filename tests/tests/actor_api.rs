@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use pinion_runtime::{
-    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorId, ActorInfo, Config, NetDriver,
-    Registry, Server, UserError, Value, sys,
+    ActionCtx, ActionError, ActionResult, Actions, Actor, ActorInfo, Config, NetDriver, Registry,
+    Server, UserError, Value, sys,
 };
 use pinion_tests::ws::{Frame, Ws};
-use pinion_tests::{Conn, Rivet, test_config};
+use pinion_tests::{Conn, Rivet, connections_on_every_shard, still_open, test_config};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -258,26 +258,9 @@ fn a_call_to_a_shard_that_has_stopped_fails_at_once() {
     let addr = server.local_addr();
     let mut rivet = Rivet::connect(addr);
     // One actor on each shard.
-    let mut ids: [Option<String>; 2] = [None, None];
-    for key in 0.. {
-        let id = rivet.get_or_create("gate", &format!("ended-{key}"));
-        let shard = ActorId::parse(&id).unwrap().shard(2);
-        ids[shard].get_or_insert(id);
-        if ids.iter().all(Option::is_some) {
-            break;
-        }
-    }
-    let [Some(draining), Some(ended)] = ids else {
-        unreachable!()
-    };
-    // Connections land on either shard (SO_REUSEPORT); 16 leave none on shard 0 once in 65,536.
-    let conns: Vec<Conn> = (0..16)
-        .map(|_| {
-            let mut conn = Conn::open(addr);
-            assert_eq!(conn.get("/health").status, 200);
-            conn
-        })
-        .collect();
+    let [draining, ended] =
+        <[String; 2]>::try_from(rivet.actor_per_shard("gate", "ended", 2)).expect("two shards");
+    let conns = connections_on_every_shard(addr);
     // A WebSocket that does not answer the 1001 close keeps shard 0 draining.
     let protocols = Some("rivet,rivet_encoding.json");
     let (_, mut ws) = Ws::connect(addr, &format!("/gateway/{draining}/connect"), protocols);
@@ -291,15 +274,8 @@ fn a_call_to_a_shard_that_has_stopped_fails_at_once() {
     // Shard 1 ends its connections and then itself; shard 0's stay open while it drains (at
     // most the 2 s linger of the unanswered close, so the checks below are short).
     std::thread::sleep(Duration::from_millis(100));
-    let mut on_shard_0: Vec<Conn> = conns
-        .into_iter()
-        .filter_map(|mut conn| {
-            conn.set_read_timeout(Duration::from_millis(5));
-            (!conn.ends()).then_some(conn)
-        })
-        .collect();
+    let mut on_shard_0 = still_open(conns);
     let conn = on_shard_0.first_mut().expect("a connection on shard 0");
-    conn.set_read_timeout(Duration::from_secs(10));
     let reply = conn
         .try_request(
             "POST",

@@ -25,7 +25,9 @@ use pinion_runtime::{
     PersistError, Registry, Server, Value, sys,
 };
 use pinion_tests::ws::Ws;
-use pinion_tests::{Conn, Rivet, TempDir, start_with, test_config};
+use pinion_tests::{
+    Conn, Rivet, TempDir, connections_on_every_shard, start_with, still_open, test_config,
+};
 use serde_json::{Value as Json, json};
 
 /// The demo server as a child process.
@@ -1249,28 +1251,10 @@ fn a_call_to_a_shard_saving_at_its_stop_fails_at_once() {
     let addr = server.local_addr();
     let mut rivet = Rivet::connect(addr);
     // `held` on one shard (the one kept saving), `draining` on the other.
-    let mut ids: [Option<String>; 2] = [None, None];
-    for key in 0.. {
-        let id = rivet.get_or_create("racer", &format!("saving-{key}"));
-        let shard = ActorId::parse(&id).unwrap().shard(2);
-        ids[shard].get_or_insert(id);
-        if ids.iter().all(Option::is_some) {
-            break;
-        }
-    }
-    let [Some(first), Some(second)] = ids else {
-        unreachable!()
-    };
-    let (held, draining) = (first, second);
+    let [held, draining] =
+        <[String; 2]>::try_from(rivet.actor_per_shard("racer", "saving", 2)).expect("two shards");
     assert_eq!(rivet.call(&held, "set", json!([7])), json!(7));
-    // Connections land on either shard (SO_REUSEPORT); 16 leave none on one once in 65,536.
-    let conns: Vec<Conn> = (0..16)
-        .map(|_| {
-            let mut conn = Conn::open(addr);
-            assert_eq!(conn.get("/health").status, 200);
-            conn
-        })
-        .collect();
+    let conns = connections_on_every_shard(addr);
     drop(rivet);
     // A WebSocket that does not answer the 1001 close keeps the other shard draining.
     let protocols = Some("rivet,rivet_encoding.json");
@@ -1295,17 +1279,10 @@ fn a_call_to_a_shard_saving_at_its_stop_fails_at_once() {
     }
     // Its connections have ended; the draining shard's stay open (at most the 2 s linger of the
     // unanswered close, so the check below is short).
-    let mut still_open: Vec<Conn> = conns
-        .into_iter()
-        .filter_map(|mut conn| {
-            conn.set_read_timeout(Duration::from_millis(5));
-            (!conn.ends()).then_some(conn)
-        })
-        .collect();
-    let conn = still_open
+    let mut open = still_open(conns);
+    let conn = open
         .first_mut()
         .expect("a connection on the draining shard");
-    conn.set_read_timeout(Duration::from_secs(10));
     let reply = conn
         .try_request(
             "POST",
