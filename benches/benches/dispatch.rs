@@ -21,6 +21,9 @@
 //!   the elapsed time), so neither HTTP nor the client is in the measured path.
 //! * `actor_call/same_shard_owned` — the same call through `call_owned`: the `(i64,)` arguments
 //!   and the `i64` output are moved, not encoded and decoded.
+//! * `actor_call/read_durable_16k` — the `actor_call/same_shard` path to `ledger.size`, a call
+//!   that only reads a `durable_before_reply` actor with a 16 KiB state (memory store: durable at
+//!   once). Its output gate has nothing to save: the cost of noticing that (no snapshot).
 //!
 //! The server uses the default `Config` (our io_uring socket driver, `spin_before_park` 100 µs,
 //! so a shard that gets the next request within 100 µs has not parked).
@@ -92,7 +95,41 @@ impl Actor for Bench {
                     }
                     Ok(started.elapsed().as_nanos() as u64)
                 },
-            );
+            )
+            .action_async("read_ledger", |c, (key, n): (String, u64)| async move {
+                let target = c.client().get_or_create("ledger", [key.as_str()]);
+                target.call::<i64>("size", ()).await?;
+                let started = sys::now();
+                for _ in 0..n {
+                    target.call::<i64>("size", ()).await?;
+                }
+                Ok(started.elapsed().as_nanos() as u64)
+            });
+    }
+}
+
+/// A `durable_before_reply` actor with a 16 KiB state (2,048 `u64`s), for the cost of a call that
+/// only reads it: the output gate must not snapshot a state the call did not change.
+struct Ledger;
+
+impl Actor for Ledger {
+    const NAME: &'static str = "ledger";
+    type State = Vec<u64>;
+    type Vars = ();
+    type ConnState = ();
+    const OPTIONS: pinion_runtime::ActorOptions = pinion_runtime::ActorOptions {
+        durable_before_reply: true,
+        ..pinion_runtime::ActorOptions::DEFAULT
+    };
+
+    fn create_state(_: &ActorInfo, _: Option<Value>) -> ActionResult<Vec<u64>> {
+        Ok((0..2_048).collect())
+    }
+
+    fn create_vars(_: &ActorInfo, _: &Vec<u64>) {}
+
+    fn actions(actions: &mut Actions<Self>) {
+        actions.action("size", |c, ()| Ok(c.state.len() as i64));
     }
 }
 
@@ -225,7 +262,9 @@ impl Client {
 
 fn dispatch(c: &mut Criterion) {
     let server = Server::start(
-        pinion_runtime::Registry::new().register::<Bench>(),
+        pinion_runtime::Registry::new()
+            .register::<Bench>()
+            .register::<Ledger>(),
         Config {
             listen: "127.0.0.1:0".parse().expect("address"),
             shards: Some(1),
@@ -286,6 +325,12 @@ fn dispatch(c: &mut Criterion) {
             b.iter_custom(batch)
         });
     }
+    group.bench_function("actor_call/read_durable_16k", |b| {
+        b.iter_custom(|n| {
+            let ns = client.call_u64(&caller, "read_ledger", &format!(r#"["ledger",{n}]"#));
+            Duration::from_nanos(ns)
+        })
+    });
     group.finish();
     drop(client);
     server.stop().expect("server stops");
