@@ -87,8 +87,8 @@ impl Spawned {
 /// runtime's per-shard registries (spawned tasks, open sockets).
 pub(crate) struct Slab<T> {
     slots: Vec<Option<T>>,
+    /// The empty slots, all of them (so the count of values is derived, not kept).
     free: Vec<usize>,
-    len: usize,
 }
 
 impl<T> Default for Slab<T> {
@@ -96,7 +96,6 @@ impl<T> Default for Slab<T> {
         Slab {
             slots: Vec::new(),
             free: Vec::new(),
-            len: 0,
         }
     }
 }
@@ -104,7 +103,6 @@ impl<T> Default for Slab<T> {
 impl<T> Slab<T> {
     /// Stores `value`; returns its slot.
     pub(crate) fn insert(&mut self, value: T) -> usize {
-        self.len += 1;
         match self.free.pop() {
             Some(index) => {
                 self.slots[index] = Some(value);
@@ -121,7 +119,6 @@ impl<T> Slab<T> {
     pub(crate) fn remove(&mut self, index: usize) -> Option<T> {
         let value = self.slots.get_mut(index)?.take()?;
         self.free.push(index);
-        self.len -= 1;
         Some(value)
     }
 
@@ -131,7 +128,7 @@ impl<T> Slab<T> {
 
     /// How many values it holds.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.slots.len() - self.free.len()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
